@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv if needed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first: the pinned CPU wheel (a bare `torch` would pull a multi-GB CUDA build)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/olmo2 demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check olmo2 tests bench
+	$(BIN)/ruff format --check olmo2 tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix olmo2 tests bench
+	$(BIN)/ruff format olmo2 tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/train_step.py
+
+clean:
+	rm -rf $(VENV) runs
