@@ -1,0 +1,214 @@
+"""Batched generation with a preallocated KV cache.
+
+Prompts of different lengths are left-padded into one batch; each row's positions start at
+its first real token, so padding never changes the result (cached decoding equals full
+recomputation — tested against transformers' `generate`). Sampling: greedy, temperature,
+top-k, top-p, seeded. Stops on EOS / stop ids / stop strings; `stream` yields tokens as they come.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from olmo2.model.transformer import KVCache, Olmo2
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    """0 = greedy."""
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
+
+def sample(
+    logits_BV: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator | None
+) -> torch.Tensor:
+    if cfg.temperature == 0:
+        return logits_BV.argmax(-1)
+    logits = logits_BV.float() / cfg.temperature
+    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p is not None and cfg.top_p < 1:
+        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the mass before it already reaches top_p (the top token is kept)
+        drop = (probs.cumsum(-1) - probs) >= cfg.top_p
+        logits = logits.scatter(-1, idx, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+@torch.no_grad()
+def stream(
+    model: Olmo2,
+    prompts: Sequence[Sequence[int]],
+    cfg: SamplingConfig,
+    stop_token_ids: Sequence[int] = (),
+    should_stop: Callable[[int, list[int]], bool] | None = None,
+) -> Iterator[list[int | None]]:
+    """Yield, per decoding step, the new token of each row (None once a row has finished).
+
+    A row finishes after emitting a stop token (which is yielded) or when `should_stop(row,
+    tokens_so_far)` returns True (used for stop strings).
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    device = next(model.parameters()).device
+    B, lens = len(prompts), [len(p) for p in prompts]
+    P = max(lens)
+    pad = model.config.pad_token_id or 0
+    ids = torch.full((B, P), pad, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+    left_pad = torch.tensor([P - n for n in lens])
+    dtype = next(model.parameters()).dtype
+    cache = KVCache(model.config, B, P + cfg.max_new_tokens, left_pad, dtype, device)
+    gen = None
+    if cfg.seed is not None:
+        gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    stops = torch.tensor(sorted(set(stop_token_ids)), dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    produced: list[list[int]] = [[] for _ in range(B)]
+    logits = model(ids.to(device), cache=cache, last_only=True)[:, -1]
+    for step in range(cfg.max_new_tokens):
+        nxt = sample(logits, cfg, gen).masked_fill(done, pad)
+        out = [None if d else t for d, t in zip(done.tolist(), nxt.tolist())]
+        yield out
+        done |= torch.isin(nxt, stops)
+        if should_stop is not None:
+            for i, t in enumerate(out):
+                if t is not None:
+                    produced[i].append(t)
+                    if not done[i] and should_stop(i, produced[i]):
+                        done[i] = True
+        if bool(done.all()) or step == cfg.max_new_tokens - 1:
+            return
+        logits = model(nxt[:, None], cache=cache)[:, -1]
+
+
+def generate(
+    model: Olmo2,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | None = None,
+    stop_token_ids: Sequence[int] | None = None,
+    seed: int | None = None,
+) -> list[list[int]]:
+    """New tokens per prompt (including the stop token that ended a row, if any)."""
+    cfg = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
+    stops = list(stop_token_ids or [])
+    eos = model.config.eos_token_id if eos_token_id is None else eos_token_id
+    if eos is not None and eos >= 0:
+        stops.append(eos)
+    out: list[list[int]] = [[] for _ in prompts]
+    for step in stream(model, prompts, cfg, stops):
+        for i, t in enumerate(step):
+            if t is not None:
+                out[i].append(t)
+    return out
+
+
+def generate_text(
+    model: Olmo2,
+    tokenizer,
+    prompts: Sequence[str],
+    cfg: SamplingConfig,
+    stop: Sequence[str] = (),
+) -> list[str]:
+    """Text in, text out. Generation ends at EOS or at any `stop` string (cut from the output)."""
+    encoded = [tokenizer.encode(p) for p in prompts]
+    stop = [s for s in stop if s]
+
+    def hit(i: int, toks: list[int]) -> bool:
+        return bool(stop) and any(s in tokenizer.decode(toks[-32:]) for s in stop)
+
+    out: list[list[int]] = [[] for _ in prompts]
+    for step in stream(model, encoded, cfg, [tokenizer.eos_token_id], hit if stop else None):
+        for i, t in enumerate(step):
+            if t is not None:
+                out[i].append(t)
+    texts = []
+    for toks in out:
+        if toks and toks[-1] == tokenizer.eos_token_id:
+            toks = toks[:-1]
+        text = tokenizer.decode(toks)
+        cut = min((text.find(s) for s in stop if s in text), default=-1)
+        texts.append(text[:cut] if cut >= 0 else text)
+    return texts
+
+
+# ---- CLI: olmo2 generate --------------------------------------------------------------------
+def add_sampling_arguments(p) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def sampling_from_args(args) -> SamplingConfig:
+    return SamplingConfig(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", required=True, help="checkpoint directory or hub id")
+    p.add_argument("--revision", default=None, help="hub revision (branch) to load")
+    p.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
+    p.add_argument("--chat", action="store_true", help="wrap each prompt as a user chat turn")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_sampling_arguments(p)
+
+
+def run(args) -> int:
+    from olmo2.model.hf import load
+
+    model, tok = load(
+        args.model, revision=args.revision, dtype=getattr(torch, args.dtype), device=args.device
+    )
+    if tok is None:
+        raise ValueError(f"{args.model}: no tokenizer.json next to the weights")
+    prompts = args.prompt
+    if args.chat:
+        prompts = [tok.apply_chat_template([{"role": "user", "content": p}], True) for p in prompts]
+    cfg = sampling_from_args(args)
+    if len(prompts) == 1 and not args.stop:  # stream a single prompt to the terminal
+        sys.stdout.write(args.prompt[0])
+        toks: list[int] = []
+        shown = ""
+        for step in stream(model, [tok.encode(prompts[0])], cfg, [tok.eos_token_id]):
+            if step[0] is None or step[0] == tok.eos_token_id:
+                continue
+            toks.append(step[0])
+            text = tok.decode(toks)
+            sys.stdout.write(text[len(shown) :])
+            sys.stdout.flush()
+            shown = text
+        sys.stdout.write("\n")
+        return 0
+    for prompt, text in zip(args.prompt, generate_text(model, tok, prompts, cfg, args.stop)):
+        print(f"--- {prompt!r}\n{text}")
+    return 0

@@ -1,0 +1,266 @@
+"""The OLMo 2 transformer.
+
+The choices that make it OLMo 2 (OLMo 2 paper §2.3; allenai/OLMo-core `ReorderedNormTransformerBlock`;
+transformers `Olmo2DecoderLayer`):
+
+- **Reordered norm**: the RMSNorm sits on each sublayer's *output*, inside the residual branch:
+  `h = x + norm(attn(x)); out = h + norm(mlp(h))`. No input norms; a final RMSNorm before the head.
+- **QK-norm** over the whole q projection (n_heads·head_dim) and k projection (n_kv·head_dim),
+  before the split into heads and before RoPE.
+- **RoPE** θ = 500 000, rotate-half, computed in fp32.
+- **SwiGLU** `down(silu(gate x) * up x)`; no biases anywhere; untied embeddings; optional GQA.
+- RMSNorm eps 1e-6, normalise in fp32, multiply by the weight in fp32, cast back.
+- **Loss**: cross-entropy in fp32 plus z-loss 1e-5·mean(logsumexp²) (PaLM; OLMo 2 §2.3).
+
+Attention runs through `scaled_dot_product_attention` (flash kernels on GPU). Tensor-shape
+suffixes: B batch, T query length, S key length, D model width, H heads, K kv heads, E head dim,
+V vocab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from olmo2.model.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (self.weight * x32).to(x.dtype)
+
+
+def rope_cos_sin(positions_BT: torch.Tensor, head_dim: int, theta: float):
+    """fp32 cos/sin tables [B, 1, T, E] for integer positions."""
+    inv_freq = 1.0 / theta ** (
+        torch.arange(0, head_dim, 2, device=positions_BT.device, dtype=torch.float32) / head_dim
+    )
+    freqs = positions_BT.float()[..., None] * inv_freq  # B T E/2
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x_BHTE: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x_BHTE.float().chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (x_BHTE.float() * cos + rotated * sin).to(x_BHTE.dtype)
+
+
+class KVCache:
+    """Preallocated keys/values for batched decoding of left-padded prompts.
+
+    Slot s of row b holds the token at position `s - left_pad[b]`; slots before `left_pad[b]`
+    are padding and never attended to.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch: int,
+        max_len: int,
+        left_pad: torch.Tensor,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ):
+        shape = (config.n_layers, batch, config.n_kv_heads, max_len, config.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.left_pad = left_pad.to(device)
+        self.length = 0
+        self.max_len = max_len
+
+    def positions(self, T: int) -> torch.Tensor:
+        slots = torch.arange(self.length, self.length + T, device=self.left_pad.device)
+        return (slots[None] - self.left_pad[:, None]).clamp(min=0)
+
+    def mask(self, T: int) -> torch.Tensor:
+        """Bool [B, 1, T, S]: causal over slots, padding slots hidden (a padding query sees
+        itself only, which keeps softmax finite)."""
+        S = self.length + T
+        q = torch.arange(self.length, S, device=self.left_pad.device)[:, None]
+        k = torch.arange(S, device=self.left_pad.device)[None]
+        valid = k[None] >= self.left_pad[:, None, None]
+        return ((k <= q)[None] & valid | (k == q)[None])[:, None]
+
+    def update(self, layer: int, k_BKTE: torch.Tensor, v_BKTE: torch.Tensor):
+        T = k_BKTE.shape[2]
+        if self.length + T > self.max_len:
+            raise ValueError(f"KV cache full: {self.length}+{T} > max_len {self.max_len}")
+        self.k[layer, :, :, self.length : self.length + T] = k_BKTE
+        self.v[layer, :, :, self.length : self.length + T] = v_BKTE
+        return self.k[layer, :, :, : self.length + T], self.v[layer, :, :, : self.length + T]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        d, kv = config.d_model, config.n_kv_heads * config.head_dim
+        self.layer, self.config = layer, config
+        self.w_q = nn.Linear(d, d, bias=False)
+        self.w_k = nn.Linear(d, kv, bias=False)
+        self.w_v = nn.Linear(d, kv, bias=False)
+        self.w_out = nn.Linear(d, d, bias=False)
+        self.q_norm = RMSNorm(d, config.norm_eps)
+        self.k_norm = RMSNorm(kv, config.norm_eps)
+
+    def forward(self, x_BTD, cos, sin, mask=None, cache: KVCache | None = None):
+        B, T, _ = x_BTD.shape
+        c = self.config
+        q = self.q_norm(self.w_q(x_BTD)).view(B, T, c.n_heads, c.head_dim).transpose(1, 2)
+        k = self.k_norm(self.w_k(x_BTD)).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        v = self.w_v(x_BTD).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        gqa = c.n_kv_heads != c.n_heads
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.w_out(y.transpose(1, 2).reshape(B, T, c.d_model))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.w1 = nn.Linear(config.d_model, config.ffn_hidden, bias=False)  # gate
+        self.w3 = nn.Linear(config.d_model, config.ffn_hidden, bias=False)  # up
+        self.w2 = nn.Linear(config.ffn_hidden, config.d_model, bias=False)  # down
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.attention = Attention(config, layer)
+        self.attention_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.feed_forward = FeedForward(config)
+        self.feed_forward_norm = RMSNorm(config.d_model, config.norm_eps)
+
+    def forward(self, x, cos, sin, mask=None, cache=None):
+        h = x + self.attention_norm(self.attention(x, cos, sin, mask, cache))
+        return h + self.feed_forward_norm(self.feed_forward(h))
+
+
+class Olmo2(nn.Module):
+    """The OLMo 2 decoder. `forward(input_ids) -> logits [B, T, V]`."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.activation_checkpointing = False
+
+    @classmethod
+    def build(cls, config: ModelConfig, device="cpu", dtype=torch.float32, init=True) -> Olmo2:
+        """Construct on the meta device, materialise on `device`, then initialise."""
+        with torch.device("meta"):
+            model = cls(config)
+        model = model.to_empty(device=device).to(dtype)
+        if init:
+            model.init_weights()
+        return model
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """Every linear and embedding weight ~ trunc-normal(0, 0.02, a=-0.06, b=0.06) with no
+        depth or fan-in scaling (OLMo-core `InitMethod.normal`); every RMSNorm weight = 1."""
+        std = self.config.init_std
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.trunc_normal_(m.weight, 0.0, std, -3 * std, 3 * std, generator=generator)
+            elif isinstance(m, RMSNorm):
+                m.weight.fill_(1.0)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        doc_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """input_ids [B, T] -> logits [B, T, V] (or [B, 1, V] with `last_only`).
+
+        `doc_ids` [B, T] (same id = same document) restricts attention to the token's own
+        document (intra-document masking). `cache` decodes incrementally.
+        """
+        B, T = input_ids.shape
+        mask = None
+        if cache is not None:
+            positions, mask = cache.positions(T), cache.mask(T)
+        else:
+            positions = torch.arange(T, device=input_ids.device)[None].expand(B, T)
+            if doc_ids is not None:
+                causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
+                mask = (causal & (doc_ids[:, :, None] == doc_ids[:, None, :]))[:, None]
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        h = self.embeddings(input_ids)
+        for block in self.blocks:
+            if self.activation_checkpointing and self.training:
+                h = torch.utils.checkpoint.checkpoint(block, h, cos, sin, mask, use_reentrant=False)
+            else:
+                h = block(h, cos, sin, mask, cache)
+        if cache is not None:
+            cache.length += T
+        if last_only:
+            h = h[:, -1:]
+        return self.lm_head(self.norm(h))
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    """ce + z_loss, reduced as requested; what is backpropagated."""
+    ce: torch.Tensor
+    z_loss: torch.Tensor
+    n_tokens: torch.Tensor
+    """Number of non-ignored label positions."""
+
+
+def lm_loss(
+    logits_BTV: torch.Tensor,
+    labels_BT: torch.Tensor,
+    z_loss_multiplier: float = 1e-5,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+) -> LossOutput:
+    """Cross-entropy in fp32 plus z-loss = multiplier·logsumexp(logits)² over non-ignored tokens.
+
+    `labels` are already aligned with `logits` (shifted by the caller; −100 = ignore).
+    `reduction="sum"` lets a trainer divide by the token count of a whole global batch.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    logits = logits_BTV.reshape(-1, logits_BTV.shape[-1]).float()
+    labels = labels_BT.reshape(-1)
+    valid = labels != ignore_index
+    ce = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    lse = torch.logsumexp(logits, dim=-1)
+    z = z_loss_multiplier * (lse.pow(2) * valid).sum()
+    n = valid.sum()
+    if reduction == "mean":
+        denom = n.clamp(min=1)
+        ce, z = ce / denom, z / denom
+    return LossOutput(loss=ce + z, ce=ce, z_loss=z, n_tokens=n)
+
+
+def shift_labels(input_ids: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Labels for next-token prediction: input shifted left, last position ignored."""
+    labels = torch.full_like(input_ids, ignore_index)
+    labels[:, :-1] = input_ids[:, 1:]
+    return labels
