@@ -35,9 +35,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight * x32).to(x.dtype)
+        # one fused kernel; same math as x·rsqrt(mean(x²)+eps)·w, all in fp32
+        y = F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
+        return y.to(x.dtype)
 
 
 def rope_cos_sin(positions_BT: torch.Tensor, head_dim: int, theta: float):
@@ -51,9 +51,9 @@ def rope_cos_sin(positions_BT: torch.Tensor, head_dim: int, theta: float):
 
 
 def apply_rope(x_BHTE: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x_BHTE.float().chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (x_BHTE.float() * cos + rotated * sin).to(x_BHTE.dtype)
+    x = x_BHTE.float()
+    x1, x2 = x.chunk(2, dim=-1)
+    return (x * cos + torch.cat((-x2, x1), dim=-1) * sin).to(x_BHTE.dtype)
 
 
 class KVCache:
@@ -78,19 +78,28 @@ class KVCache:
         self.left_pad = left_pad.to(device)
         self.length = 0
         self.max_len = max_len
+        slots = torch.arange(max_len, device=self.left_pad.device)
+        self.valid = slots[None] >= self.left_pad[:, None]  # B S: not a padding slot
+        self.padded = bool(self.left_pad.any())
+        positions = (slots[None] - self.left_pad[:, None]).clamp(min=0)
+        self.cos, self.sin = rope_cos_sin(positions, config.head_dim, config.rope_theta)
 
-    def positions(self, T: int) -> torch.Tensor:
-        slots = torch.arange(self.length, self.length + T, device=self.left_pad.device)
-        return (slots[None] - self.left_pad[:, None]).clamp(min=0)
+    def rope(self, T: int):
+        """fp32 cos/sin [B, 1, T, E] of the next T slots (computed once per cache)."""
+        return self.cos[:, :, self.length : self.length + T], self.sin[
+            :, :, self.length : self.length + T
+        ]
 
-    def mask(self, T: int) -> torch.Tensor:
+    def mask(self, T: int) -> torch.Tensor | None:
         """Bool [B, 1, T, S]: causal over slots, padding slots hidden (a padding query sees
-        itself only, which keeps softmax finite)."""
+        itself only, which keeps softmax finite). None when every key may be seen: a single
+        new token and no padding."""
         S = self.length + T
+        if T == 1:
+            return self.valid[:, None, None, :S] if self.padded else None
         q = torch.arange(self.length, S, device=self.left_pad.device)[:, None]
         k = torch.arange(S, device=self.left_pad.device)[None]
-        valid = k[None] >= self.left_pad[:, None, None]
-        return ((k <= q)[None] & valid | (k == q)[None])[:, None]
+        return ((k <= q)[None] & self.valid[:, None, :S] | (k == q)[None])[:, None]
 
     def update(self, layer: int, k_BKTE: torch.Tensor, v_BKTE: torch.Tensor):
         T = k_BKTE.shape[2]
@@ -123,8 +132,8 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
         gqa = c.n_kv_heads != c.n_heads
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        if mask is None:  # plain causal; a single query (decoding) sees every cached key
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.w_out(y.transpose(1, 2).reshape(B, T, c.d_model))
@@ -202,13 +211,13 @@ class Olmo2(nn.Module):
         B, T = input_ids.shape
         mask = None
         if cache is not None:
-            positions, mask = cache.positions(T), cache.mask(T)
+            (cos, sin), mask = cache.rope(T), cache.mask(T)
         else:
-            positions = torch.arange(T, device=input_ids.device)[None].expand(B, T)
+            positions = torch.arange(T, device=input_ids.device)[None]
+            cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
             if doc_ids is not None:
                 causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
                 mask = (causal & (doc_ids[:, :, None] == doc_ids[:, None, :]))[:, None]
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         h = self.embeddings(input_ids)
         for block in self.blocks:
             if self.activation_checkpointing and self.training:
@@ -249,8 +258,12 @@ def lm_loss(
     logits = logits_BTV.reshape(-1, logits_BTV.shape[-1]).float()
     labels = labels_BT.reshape(-1)
     valid = labels != ignore_index
-    ce = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
-    lse = torch.logsumexp(logits, dim=-1)
+    # One log-softmax serves both terms: ce = -logp[y] and logsumexp = logits[y] - logp[y]
+    # (a single softmax pass forward and backward, instead of one each for CE and z-loss).
+    target = labels.clamp(min=0)[:, None]
+    logp_y = logits.log_softmax(-1).gather(1, target).squeeze(1)
+    lse = logits.gather(1, target).squeeze(1) - logp_y
+    ce = -(logp_y * valid).sum()
     z = z_loss_multiplier * (lse.pow(2) * valid).sum()
     n = valid.sum()
     if reduction == "mean":

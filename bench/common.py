@@ -1,0 +1,42 @@
+"""Shared bench helpers: best-of-N timing and tiny random checkpoints on disk."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+
+from olmo2.model.config import ModelConfig
+
+SIZES = {
+    "debug": ModelConfig.debug(),
+    # ~90M parameters: a GPT-2-small-like width with a 32k vocabulary
+    "100m": ModelConfig(
+        d_model=640,
+        n_layers=10,
+        n_heads=10,
+        ffn_hidden=1728,
+        vocab_size=32_000,
+        max_seq_len=1024,
+        eos_token_id=1,
+        pad_token_id=0,
+    ),
+}
+
+
+def best_of(fn, n: int = 3) -> float:
+    """Smallest wall time of n calls (this machine is noisy: up to 3x run to run)."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def header(title: str) -> None:
+    print(f"# {title}")
+    print(
+        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
