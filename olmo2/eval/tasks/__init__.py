@@ -1,0 +1,109 @@
+"""Task registry: OLMES keys (`task:formulation::regime`) and suites.
+
+`get_task("arc_challenge:rc::olmes")` builds one task; `resolve([...])` expands suites such
+as `core_9mcqa::olmes` into their leaf tasks. A suite aggregates its members by
+`mc_or_rc` (best of the MC and RC primary scores, OLMES `X::olmes`), `macro` (plain mean) or
+`micro` (document-weighted mean), as in allenai/olmes oe_eval/configs/task_suites.py.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from olmo2.eval.tasks.base import Task, TaskConfig
+
+
+@dataclass(frozen=True)
+class Suite:
+    key: str
+    members: tuple[str, ...]
+    aggregate: str  # "mc_or_rc" | "macro" | "micro"
+
+
+def _leaf_factories() -> dict:
+    from olmo2.eval.tasks import (
+        arc,
+        commonsense,
+        generative,
+        hellaswag,
+        likelihood,
+        mmlu,
+        winogrande,
+    )
+
+    out: dict = {}
+    for mod in (arc, commonsense, hellaswag, winogrande, mmlu, likelihood, generative):
+        out.update(mod.TASKS)
+    return out
+
+
+CORE_9 = "arc_challenge arc_easy boolq csqa hellaswag openbookqa piqa socialiqa winogrande".split()
+
+
+def _suites() -> dict[str, Suite]:
+    from olmo2.eval.tasks.generative import BBH_SUBTASKS
+    from olmo2.eval.tasks.mmlu import SUBJECTS
+
+    s = [Suite(f"{t}::olmes", (f"{t}:mc::olmes", f"{t}:rc::olmes"), "mc_or_rc") for t in CORE_9]
+    s.append(Suite("core_9mcqa::olmes", tuple(f"{t}::olmes" for t in CORE_9), "macro"))
+    for f in ("mc", "rc"):
+        s.append(
+            Suite(f"mmlu:{f}::olmes", tuple(f"mmlu_{x}:{f}::olmes" for x in SUBJECTS), "macro")
+        )
+    s.append(Suite("mmlu::olmes", ("mmlu:mc::olmes", "mmlu:rc::olmes"), "mc_or_rc"))
+    s.append(Suite("bbh:cot::olmes", tuple(f"bbh_{t}:cot::olmes" for t in BBH_SUBTASKS), "micro"))
+    return {x.key: x for x in s}
+
+
+def all_keys() -> list[str]:
+    return sorted({**_leaf_factories(), **_suites()})
+
+
+def _canonical(key: str, known: dict) -> str:
+    if key in known:
+        return key
+    for guess in (f"{key}::olmes", f"{key}:rc::olmes"):  # regime / sole formulation omitted
+        if guess in known:
+            return guess
+    close = difflib.get_close_matches(key, list(known), n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `olmo2 eval --list-tasks`"
+    raise ValueError(f"unknown task {key!r}{hint}")
+
+
+def get_task(key: str, **overrides) -> Task:
+    """Build a leaf task; `overrides` replace TaskConfig fields (split, num_shots, limit...)."""
+    leaves = _leaf_factories()
+    key = _canonical(key, {**leaves, **_suites()})
+    if key not in leaves:
+        raise ValueError(f"{key!r} is a suite; use resolve() to expand it")
+    bad = set(overrides) - set(TaskConfig.__dataclass_fields__)
+    if bad:
+        raise ValueError(f"unknown task config field(s) {sorted(bad)} for {key}")
+    return leaves[key](**overrides)
+
+
+def resolve(keys: list[str]) -> tuple[list[str], list[Suite]]:
+    """Leaf task keys (first-seen order, no duplicates) and the suites to aggregate, members
+    before the suites that contain them."""
+    leaves, suites = _leaf_factories(), _suites()
+    known = {**leaves, **suites}
+    leaf_out: list[str] = []
+    suite_out: list[Suite] = []
+
+    def visit(k: str) -> None:
+        k = _canonical(k, known)
+        if k in suites:
+            for m in suites[k].members:
+                visit(m)
+            if suites[k] not in suite_out:
+                suite_out.append(suites[k])
+        elif k not in leaf_out:
+            leaf_out.append(k)
+
+    for k in keys:
+        visit(k)
+    return leaf_out, suite_out
+
+
+__all__ = ["Suite", "Task", "TaskConfig", "all_keys", "get_task", "resolve"]

@@ -1,0 +1,218 @@
+"""`olmo2 eval`: OLMES-style evaluation of a checkpoint.
+
+olmo2 eval --model CKPT --tasks core_9mcqa::olmes,mmlu::olmes --limit 100 --output r.json
+olmo2 eval --model CKPT --perplexity held_out.jsonl
+olmo2 eval --list-tasks
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", help="checkpoint directory or hub id")
+    p.add_argument("--tasks", default="", help="comma-separated task or suite keys")
+    p.add_argument(
+        "--limit", type=int, help="evaluate at most N documents per task (seeded sample)"
+    )
+    p.add_argument("--batch-size", default="auto", help="rows per forward, or 'auto' (default)")
+    p.add_argument("--output", help="write results JSON here")
+    p.add_argument("--data-dir", help="shared data directory (default $OLMO2_DATA_DIR)")
+    p.add_argument("--dump-requests", help="write every request (context, continuation) as JSONL")
+    p.add_argument("--chat", action="store_true", help="render prompts with the chat template")
+    p.add_argument("--tokenizer", help="tokenizer.json, if the checkpoint has none")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16, ...")
+    p.add_argument("--cache", help="sqlite file caching model answers across runs")
+    p.add_argument(
+        "--perplexity",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also report bits per byte over a text/JSONL(.gz) file or a uint32 token file (.npy);"
+        " repeatable",
+    )
+    p.add_argument("--list-tasks", action="store_true", help="print every task and suite key")
+
+
+def run(args) -> int:
+    from olmo2.eval.tasks import all_keys
+
+    if args.list_tasks:
+        print("\n".join(all_keys()))
+        return 0
+    keys = [k.strip() for k in args.tasks.split(",") if k.strip()]
+    if not keys and not args.perplexity:
+        raise ValueError("--tasks: give at least one task (see --list-tasks) or --perplexity")
+    batch_size = _batch_size(args.batch_size)
+    from olmo2.utils import data_dir
+
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise FileNotFoundError(f"--data-dir: {args.data_dir} is not a directory")
+    ddir = data_dir(args.data_dir) if keys else None
+    if args.dump_requests and not args.model:
+        return _dump_only(args, keys, ddir)
+    if not args.model:
+        raise ValueError("--model: required (a checkpoint directory or hub id)")
+    model, tok, identity = _load(args)
+    from olmo2.eval.harness import Harness, evaluate
+
+    harness = Harness(model, tok, batch_size=batch_size, cache_path=args.cache)
+    identity["fingerprint"] = harness.fingerprint
+    t0 = time.time()
+    results = {"tasks": {}, "suites": {}}
+    if keys:
+        results = evaluate(harness, keys, ddir, args.limit, args.chat, args.dump_requests)
+    results["perplexity"] = _perplexity(model, tok, args.perplexity, args.limit)
+    results["model"] = identity
+    results["run"] = {
+        "tasks": keys,
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "chat": args.chat,
+        "seconds": round(time.time() - t0, 2),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    print_table(results)
+    if args.output:
+        from olmo2.utils import write_text_atomic
+
+        write_text_atomic(args.output, json.dumps(results, indent=2) + "\n")
+        print(f"results written to {args.output}")
+    print(f"evaluated {len(results['tasks'])} tasks in {results['run']['seconds']:.1f}s")
+    return 0
+
+
+def _batch_size(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(
+            f"--batch-size: expected a positive integer or 'auto', got {value!r}"
+        ) from None
+    if n < 1:
+        raise ValueError(f"--batch-size: expected a positive integer, got {n}")
+    return n
+
+
+def _load(args):
+    import torch
+
+    import olmo2
+    from olmo2.tokenizer import Tokenizer
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = olmo2.load(args.model, dtype=args.dtype, device=device)
+    if args.tokenizer:
+        tok = Tokenizer.from_file(args.tokenizer)
+    if tok is None:
+        raise ValueError(f"--tokenizer: {args.model} has no tokenizer.json; pass one")
+    cfg = model.config
+    identity = {
+        "path": str(args.model),
+        "config": cfg.to_dict(),
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "device": device,
+        "tokenizer": getattr(tok, "source", ""),
+    }
+    return model, tok, identity
+
+
+def _dump_only(args, keys, ddir) -> int:
+    """Write the requests without a model (prompts do not depend on it unless --chat)."""
+    from olmo2.eval.harness import _dump, chat_request
+    from olmo2.eval.tasks import get_task, resolve
+
+    if args.chat and not args.tokenizer:
+        raise ValueError("--chat with --dump-requests and no --model needs --tokenizer")
+    tok = None
+    if args.chat:
+        from olmo2.tokenizer import Tokenizer
+
+        tok = Tokenizer.from_file(args.tokenizer)
+    plan = []
+    for key in resolve(keys)[0]:
+        task = get_task(key)
+        docs = task.docs(ddir, args.limit)
+        reqs = task.requests(docs)
+        plan.append((task, docs, [chat_request(r, tok) for r in reqs] if tok else reqs))
+    _dump(plan, args.dump_requests)
+    print(
+        f"wrote {sum(len(r) for _, _, r in plan)} requests of {len(plan)} tasks to {args.dump_requests}"
+    )
+    return 0
+
+
+def _perplexity(model, tok, paths: list[str], limit: int | None) -> dict:
+    """Bits per byte of each file: token files (.npy, flat uint32) in max_seq_len chunks,
+    text/JSONL files document by document; --limit caps chunks/documents."""
+    from olmo2.eval import perplexity as ppl
+
+    out = {}
+    for p in paths:
+        if p.endswith(".npy"):
+            chunks = ppl.token_file_chunks(p, model.config.max_seq_len, limit)
+            res = ppl.chunks_bpb(model, chunks, ppl.token_byte_lengths(tok), progress=True)
+        else:
+            res = ppl.documents_bpb(model, tok, ppl.read_documents(p)[:limit])
+        out[p] = res.as_dict()
+    return out
+
+
+SHORT = {
+    "acc_raw": "raw",
+    "acc_per_token": "tok",
+    "acc_per_char": "char",
+    "acc_per_byte": "byte",
+    "acc_uncond": "uncond",
+}
+
+
+def print_table(results: dict, max_members: int = 10) -> None:
+    """One row per task and suite. Members of large suites (MMLU's 57 subjects, BBH's 27
+    subtasks) are folded into their suite's row; the JSON keeps every task."""
+    from rich.console import Console
+    from rich.table import Table
+
+    folded = {
+        m
+        for s in results["suites"].values()
+        if len(s.get("members", ())) > max_members
+        for m in s["members"]
+    }
+    table = Table(title="olmo2 eval")
+    for col in ("task", "metric", "score", "docs", "other metrics / note"):
+        table.add_column(col, justify="right" if col in ("score", "docs") else "left")
+    for key, r in results["tasks"].items():
+        if key in folded:
+            continue
+        m = r["metrics"]
+        skip = {r["primary_metric"], "num_docs", "bits_per_byte_corr"}
+        others = " ".join(f"{SHORT.get(k, k)} {v:.3f}" for k, v in m.items() if k not in skip)
+        table.add_row(
+            key, r["primary_metric"], f"{r['primary_score']:.4f}", str(m["num_docs"]), others
+        )
+    for key, s in results["suites"].items():
+        n = len(s.get("members", ()))
+        note = f"best: {s['best'].split('::')[0]}" if "best" in s else f"{s['aggregate']} over {n}"
+        table.add_row(
+            f"[bold]{key}", s["aggregate"], f"[bold]{s['score']:.4f}", str(s["num_docs"]), note
+        )
+    for path, p in results.get("perplexity", {}).items():
+        table.add_row(
+            Path(path).name,
+            "bits_per_byte",
+            f"{p['bits_per_byte']:.4f}",
+            "",
+            f"{p['tokens']} tokens",
+        )
+    Console().print(table)

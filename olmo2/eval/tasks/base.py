@@ -1,0 +1,164 @@
+"""What every task provides: documents, the requests they turn into, and their metrics.
+
+A task is built from a key such as `arc_challenge:rc::olmes` (task `:` formulation `::`
+regime, as in OLMES). `requests()` flattens the documents into model calls; the harness
+answers them in any order it likes; `score()` turns the answers back into metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from olmo2.eval import metrics
+from olmo2.eval.formats import (
+    LETTERS,
+    MCDoc,
+    PromptStyle,
+    Request,
+    chat_turns,
+    mc_prompt,
+    mc_requests,
+    mc_shot,
+    rc_prompt,
+    rc_requests,
+    rc_shot,
+    with_shots,
+)
+
+SUBSAMPLE_SEED = 1234
+"""OLMES `random_subsample_seed`: `limit` picks `random.Random(1234).sample(docs, limit)`."""
+
+
+@dataclass
+class TaskConfig:
+    """The knobs OLMES records in each task's config (and our results JSON)."""
+
+    split: str
+    num_shots: int
+    primary_metric: str
+    limit: int | None = None
+    """Evaluate a seeded random subsample of at most this many documents."""
+    seed: int = SUBSAMPLE_SEED
+
+
+def read_jsonl(path: Path, hub_id: str) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: evaluation data file is missing; pass --data-dir pointing at a directory "
+            f"laid out like shared/data (this file holds the HF dataset {hub_id!r})"
+        )
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def subsample(docs: list, limit: int | None, seed: int = SUBSAMPLE_SEED) -> list:
+    """OLMES subsampling: keep every doc (in order) unless there are more than `limit`."""
+    if limit is None or len(docs) <= limit:
+        return docs
+    return random.Random(seed).sample(docs, limit)
+
+
+class Task:
+    """Base class. Subclasses set `key`, `config`, and implement the three methods."""
+
+    key: str
+    config: TaskConfig
+    hub_id: str = ""
+
+    def load_docs(self, data_dir: Path) -> list:
+        raise NotImplementedError
+
+    def docs(self, data_dir: Path, limit: int | None = None) -> list:
+        """The evaluated documents: the task's own `limit`, then the caller's (OLMES `--limit`
+        replaces the config's, and subsamples with the same seed)."""
+        lim = self.config.limit if limit is None else min(limit, self.config.limit or limit)
+        return subsample(self.load_docs(data_dir), lim, self.config.seed)
+
+    def requests(self, docs: list) -> list[Request]:
+        raise NotImplementedError
+
+    def check_ready(self) -> None:
+        """Raise a clear error before any model time is spent if scoring cannot work."""
+
+    def score(self, docs: list, requests: list[Request], results: list) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class MultipleChoiceTask(Task):
+    """An OLMES multiple-choice task in its RC or MC formulation."""
+
+    family: str = ""
+    style = PromptStyle()
+    uncond: bool = True
+    """RC adds the unconditional "Answer:" requests (all OLMES RC tasks but BoolQ, WinoGrande)."""
+
+    def __init__(self, key: str, formulation: str, config: TaskConfig):
+        assert formulation in ("rc", "mc"), formulation
+        self.key, self.formulation, self.config = key, formulation, config
+
+    def fewshot_docs(self) -> list[MCDoc]:
+        from olmo2.eval.tasks.fewshot import FEWSHOT
+
+        return [MCDoc(**d) for d in FEWSHOT[self.family][: self.config.num_shots]]
+
+    def description(self, doc: MCDoc) -> str:
+        return ""
+
+    def shots_for(self, doc: MCDoc) -> list[MCDoc]:
+        return self.fewshot_docs() if self.config.num_shots else []
+
+    def doc_requests(self, doc: MCDoc, doc_id: int) -> list[Request]:
+        shots, st, desc = self.shots_for(doc), self.style, self.description(doc)
+        if self.formulation == "rc":
+            ctx = with_shots([rc_shot(s, st) for s in shots], rc_prompt(doc, st), desc)
+            reqs = rc_requests(doc, doc_id, ctx, self.uncond)
+            chat = chat_turns(
+                shots, doc, lambda d: rc_prompt(d, st), lambda d: d.choices[d.gold], desc
+            )
+        else:
+            ctx = with_shots([mc_shot(s, st) for s in shots], mc_prompt(doc, st), desc)
+            reqs = mc_requests(doc, doc_id, ctx)
+            chat = chat_turns(
+                shots, doc, lambda d: mc_prompt(d, st), lambda d: LETTERS[d.gold], desc
+            )
+        # the unconditional "Answer:" requests stay a bare prompt
+        return [r if r.is_uncond else replace(r, **chat) for r in reqs]
+
+    def requests(self, docs: list[MCDoc]) -> list[Request]:
+        return [r for i, d in enumerate(docs) for r in self.doc_requests(d, i)]
+
+    def score(self, docs, requests, results) -> dict[str, float]:
+        return metrics.score_multiple_choice(docs, requests, results)
+
+
+def olmes_variants(
+    cls,
+    name: str,
+    *,
+    split: str,
+    rc_metric: str,
+    limit: int | None = None,
+    num_shots: int = 5,
+    formulations: tuple[str, ...] = ("rc", "mc"),
+    **kwargs,
+) -> dict:
+    """Registry entries `{name}:rc::olmes` / `{name}:mc::olmes` (MC always uses `acc_raw`).
+
+    Each entry is a factory taking TaskConfig overrides (e.g. `split="validation"`)."""
+
+    def factory(key: str, formulation: str, config: TaskConfig):
+        def make(**overrides) -> Task:
+            cfg = TaskConfig(**{**config.__dict__, **overrides})
+            return cls(key, formulation, cfg, **kwargs)
+
+        return make
+
+    out = {}
+    for f in formulations:
+        key = f"{name}:{f}::olmes"
+        metric = rc_metric if f == "rc" else "acc_raw"
+        out[key] = factory(key, f, TaskConfig(split, num_shots, metric, limit))
+    return out
