@@ -1,0 +1,262 @@
+"""`olmo2 serve` end to end: a real server process on 127.0.0.1, the official `openai` client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from olmo2.model.generate import generate
+
+MAX_BATCH = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(dolma2_ckpt):
+    model, tok, path = dolma2_ckpt
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "olmo2.cli",
+        "serve",
+        "--model",
+        str(path),
+        "--port",
+        str(port),
+        "--max-batch",
+        str(MAX_BATCH),
+        "--max-len",
+        "256",
+        "--max-prompt-tokens",
+        "64",
+        "--max-tokens",
+        "64",
+        "--max-body-bytes",
+        "20000",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):  # up to 60 s for torch + fastapi imports on a busy machine
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("server did not come up")
+    yield base, proc, model, tok, path.name
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _client(base):
+    return openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=60)
+
+
+def _greedy_text(model, tok, ids, n):
+    out = generate(model, [ids], max_new_tokens=n, eos_token_id=tok.eos_token_id)[0]
+    return tok.decode([t for t in out if t != tok.eos_token_id])
+
+
+def test_completions_and_chat(server):
+    base, _, model, tok, name = server
+    client = _client(base)
+    assert [m.id for m in client.models.list().data] == [name]
+    prompt = "The capital of France is"
+    r = client.completions.create(model=name, prompt=prompt, max_tokens=12, temperature=0)
+    assert r.choices[0].text == _greedy_text(model, tok, tok.encode(prompt), 12)
+    assert r.usage.prompt_tokens == len(tok.encode(prompt)) and r.usage.completion_tokens == 12
+    assert r.choices[0].finish_reason == "length"
+    # streaming gives the same text in pieces
+    chunks = list(
+        client.completions.create(
+            model=name, prompt=prompt, max_tokens=12, temperature=0, stream=True
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks) == r.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}]
+    chat_ids = tok.encode(tok.apply_chat_template(messages, add_generation_prompt=True))
+    c = client.chat.completions.create(model=name, messages=messages, max_tokens=10, temperature=0)
+    assert c.choices[0].message.role == "assistant"
+    assert c.choices[0].message.content == _greedy_text(model, tok, chat_ids, 10)
+    stream = client.chat.completions.create(
+        model=name, messages=messages, max_tokens=10, temperature=0, stream=True
+    )
+    text = "".join(ch.choices[0].delta.content or "" for ch in stream)
+    assert text == c.choices[0].message.content
+
+
+def test_stop_string_and_seeded_sampling(server):
+    base, _, model, tok, name = server
+    client = _client(base)
+    full = (
+        client.completions.create(model=name, prompt="Once upon", max_tokens=16, temperature=0)
+        .choices[0]
+        .text
+    )
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    assert stop.strip(), full
+    r = client.completions.create(
+        model=name, prompt="Once upon", max_tokens=16, temperature=0, stop=[stop]
+    )
+    assert r.choices[0].text == full[: full.find(stop)] and r.choices[0].finish_reason == "stop"
+    kw = dict(model=name, prompt="Once upon", max_tokens=8, temperature=1.0, seed=3)
+    assert (
+        client.completions.create(**kw).choices[0].text
+        == client.completions.create(**kw).choices[0].text
+    )
+
+
+def test_32_concurrent_requests_are_batched(server):
+    base, _, _, _, name = server
+    client = _client(base)
+    before = httpx.get(base + "/stats").json()
+    n_tokens = 16
+
+    def one(i):
+        if i % 2:
+            msgs = [{"role": "user", "content": f"Question {i}?"}]
+            r = client.chat.completions.create(
+                model=name, messages=msgs, max_tokens=n_tokens, temperature=0
+            )
+            return r.usage.completion_tokens
+        r = client.completions.create(
+            model=name, prompt=f"Number {i} is", max_tokens=n_tokens, temperature=0
+        )
+        return r.usage.completion_tokens
+
+    with ThreadPoolExecutor(32) as pool:
+        counts = list(pool.map(one, range(32)))
+    after = httpx.get(base + "/stats").json()
+    generated = sum(counts)
+    assert generated >= 32  # every request answered with at least one token
+    passes = after["forward_passes"] - before["forward_passes"]
+    # one-at-a-time serving would need one pass per generated token (+1 for each prefill)
+    assert passes < generated * 0.5, (passes, generated)
+    assert after["active"] == 0
+
+
+@pytest.mark.parametrize(
+    "path,body,status",
+    [
+        ("/v1/completions", b"{not json", 400),
+        ("/v1/completions", b"[1, 2]", 400),
+        ("/v1/completions", json.dumps({"model": "nope", "prompt": "hi"}).encode(), 404),
+        ("/v1/completions", json.dumps({"model": "M", "prompt": "word " * 200}).encode(), 400),
+        (
+            "/v1/completions",
+            json.dumps({"model": "M", "prompt": "hi", "max_tokens": 10_000}).encode(),
+            400,
+        ),
+        (
+            "/v1/completions",
+            json.dumps({"model": "M", "prompt": "hi", "temperature": "hot"}).encode(),
+            400,
+        ),
+        ("/v1/completions", json.dumps({"model": "M", "prompt": "x" * 30_000}).encode(), 413),
+        (
+            "/v1/chat/completions",
+            json.dumps({"model": "M", "messages": [{"role": "robot", "content": "x"}]}).encode(),
+            400,
+        ),
+        ("/v1/nothing", b"{}", 404),
+    ],
+)
+def test_bad_requests_get_json_errors(server, path, body, status):
+    base, proc, _, _, name = server
+    body = body.replace(b'"M"', json.dumps(name).encode())
+    r = httpx.post(base + path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["message"]
+    assert proc.poll() is None and httpx.get(base + "/health").status_code == 200
+
+
+def test_openai_client_sees_errors(server):
+    base, _, _, _, name = server
+    client = _client(base)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="unknown-model", prompt="hi", max_tokens=2)
+    with pytest.raises(openai.BadRequestError, match="context_length_exceeded|limit"):
+        client.completions.create(model=name, prompt="word " * 200, max_tokens=2)
+
+
+def test_disconnect_frees_slot_then_sigterm(server):
+    base, proc, _, _, name = server
+    body = {
+        "model": name,
+        "prompt": "Tell me a story",
+        "max_tokens": 64,
+        "temperature": 0,
+        "stream": True,
+    }
+    with httpx.stream("POST", base + "/v1/completions", json=body) as r:
+        next(r.iter_lines())  # first chunk arrived, then hang up
+    for _ in range(100):
+        if httpx.get(base + "/stats").json()["active"] == 0:
+            break
+        time.sleep(0.1)
+    assert httpx.get(base + "/stats").json()["active"] == 0
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "served" in out
+
+
+def test_queue_full_is_429(dolma2_ckpt):
+    from fastapi.testclient import TestClient
+
+    from olmo2.serve.engine import Engine, EngineConfig
+    from olmo2.serve.server import create_app
+
+    model, tok, _ = dolma2_ckpt
+    engine = Engine(model, EngineConfig(max_batch=1, max_len=64, max_queue=0))  # never started
+    client = TestClient(create_app(engine, tok, "m"))
+    r = client.post("/v1/completions", json={"model": "m", "prompt": "hi", "max_tokens": 4})
+    assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+    r = client.post("/v1/completions", json={"model": "m", "prompt": "hi", "max_tokens": 100})
+    assert r.status_code == 400 and "context length" in r.json()["error"]["message"]
+
+
+def test_text_stream_holds_back_partial_stops_and_characters(dolma2_tok):
+    from olmo2.serve.server import TextStream
+
+    tok = dolma2_tok
+    text = "Hello wörld, naïve 猫 END here"
+    ids = tok.encode(text)
+    s = TextStream(tok, ["END"])
+    sent, hit = "", False
+    for t in ids:
+        delta, hit = s.push(t)
+        assert "\ufffd" not in delta
+        sent += delta
+        if hit:
+            break
+    assert hit and sent + s.flush() == "Hello wörld, naïve 猫 "
+    s = TextStream(tok, [])
+    assert "".join(s.push(t)[0] for t in ids) + s.flush() == text
