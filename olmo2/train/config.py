@@ -1,0 +1,301 @@
+"""Typed training configuration: dataclass sections, YAML in/out, dotted `key=value` overrides.
+
+The machinery (`load_config`, `apply_overrides`, `to_dict`, `save_yaml`) is generic over any
+dataclass tree, so post-training commands define their own top-level config (reusing the
+sections below) and get the same YAML/override/dry-run behaviour:
+
+    cfg = load_config(TrainConfig, "recipes/debug.yaml", ["optim.lr=1e-3", "model.size=debug"])
+
+Unknown keys raise `ValueError` naming the key and suggesting the closest one (difflib); a
+value of the wrong type raises `ValueError` naming the key, the expected and the given type.
+Recipe facts are OLMo 2's (../shared/reference/olmo-training-anchors.md §2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass
+class ModelSection:
+    size: str | None = None
+    """Named size (`debug`, `1b`, `7b`, ...); None with `load_path` = the checkpoint's config."""
+    load_path: str | None = None
+    """HF checkpoint dir to start from. With train_state/ (a stage-1 checkpoint) the optimizer
+    moments come too; with `reset_trainer_state` only the weights are used."""
+    reset_trainer_state: bool = False
+    """Weights only: fresh optimizer, step counter and data position (continued pretraining)."""
+    d_model: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    n_kv_heads: int | None = None
+    ffn_hidden: int | None = None
+    vocab_size: int | None = None
+    max_seq_len: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+
+    def overrides(self) -> dict:
+        skip = {"size", "load_path", "reset_trainer_state"}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in skip and getattr(self, f.name) is not None
+        }
+
+
+@dataclass
+class DataSection:
+    paths: list[str] = field(default_factory=list)
+    """Token files (flat uint32, `.npy` name) concatenated in order."""
+    label_mask_paths: list[str] = field(default_factory=list)
+    """Optional parallel bool files: False positions are excluded from the loss."""
+    seq_len: int = 256
+    global_batch_size: int = 8
+    """Instances per optimizer step, over all ranks."""
+    micro_batch_size: int = 8
+    """Instances per forward/backward on one rank (gradient accumulation fills the rest)."""
+    seed: int = 0
+    """Shuffle seed: epoch e uses PCG64(seed + e)."""
+    doc_masking: bool = False
+    """Restrict attention to each token's own document (split on EOS)."""
+    eval_paths: list[str] = field(default_factory=list)
+    """Held-out token files for in-loop bits-per-byte."""
+    eval_max_chunks: int = 32
+    tokenizer: str | None = None
+    """tokenizer.json, needed to turn eval nats into bits per byte."""
+
+
+@dataclass
+class OptimSection:
+    lr: float = 4e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    """Applied to every parameter but the embedding (OLMo 2 `decay_embeddings: false`)."""
+    clip_grad_norm: float | None = 1.0
+    spike_sigma: float | None = 6.0
+    """Skip the update when loss or grad-norm > mean + sigma·std of the window (None = off)."""
+    spike_window: int = 128
+    spike_min_steps: int = 64
+    """Steps in the window before the guard starts checking (OLMo-core SkipStepAdamW)."""
+    fused: bool = True
+    """torch's fused AdamW kernel (CPU and CUDA)."""
+
+
+@dataclass
+class ScheduleSection:
+    name: str = "cosine"
+    """cosine | linear | constant | wsd"""
+    warmup_steps: int = 0
+    t_max: int | None = None
+    """Steps over which the decay runs (None = trainer.max_steps); may exceed the run."""
+    alpha_f: float = 0.1
+    """Final LR as a fraction of the start LR."""
+    decay_steps: int = 0
+    """WSD: length of the final linear decay."""
+    lr_from_checkpoint: bool = False
+    """Stage 2: the start LR is the LR of the loaded checkpoint's last step."""
+
+
+@dataclass
+class TrainerSection:
+    run_dir: str = "runs/debug"
+    max_steps: int = 100
+    stage: int = 1
+    ingredient: int | None = None
+    device: str = "auto"
+    """auto | cpu | cuda"""
+    precision: str = "fp32"
+    """fp32 | bf16 (autocast; master weights stay fp32)"""
+    z_loss_multiplier: float = 1e-5
+    seed: int = 0
+    """Model init and torch RNG seed."""
+    compile: bool = False
+    activation_checkpointing: bool = False
+    eval_interval: int = 0
+    """Steps between in-loop evaluations (0 = only at the end if eval_paths are given)."""
+
+
+@dataclass
+class CheckpointSection:
+    save_interval: int = 0
+    """Steps between checkpoints (0 = only the final one)."""
+    keep_last: int | None = None
+    """Delete all but the newest N checkpoints of this run (None = keep all)."""
+    save_final: bool = True
+
+
+@dataclass
+class LoggingSection:
+    log_interval: int = 1
+    """Steps between console lines (metrics.jsonl gets every step)."""
+    progress_bar: bool = True
+    peak_flops: float | None = None
+    """Device peak FLOP/s for MFU (None = table for GPUs, a measured matmul rate on CPU)."""
+    wandb_project: str | None = None
+    tensorboard: bool = False
+    report: bool = True
+
+
+@dataclass
+class DistributedSection:
+    strategy: str = "auto"
+    """auto (ddp when launched by torchrun with >1 process) | none | ddp | fsdp"""
+    backend: str = "auto"
+    """auto (nccl on CUDA, gloo on CPU) | gloo | nccl"""
+    param_dtype: str = "bf16"
+    """FSDP2 parameter dtype in forward/backward (gradients are reduced in fp32)."""
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+
+    def validate(self) -> None:
+        d, t = self.data, self.trainer
+        if d.global_batch_size <= 0 or d.micro_batch_size <= 0 or d.seq_len < 2:
+            raise ValueError(
+                "data.global_batch_size, data.micro_batch_size must be > 0, seq_len >= 2"
+            )
+        if t.max_steps <= 0:
+            raise ValueError(f"trainer.max_steps must be > 0, got {t.max_steps}")
+        _choice("schedule.name", self.schedule.name, ("cosine", "linear", "constant", "wsd"))
+        _choice("trainer.precision", t.precision, ("fp32", "bf16"))
+        _choice("trainer.device", t.device, ("auto", "cpu", "cuda"))
+        _choice("distributed.strategy", self.distributed.strategy, ("auto", "none", "ddp", "fsdp"))
+        _choice("distributed.param_dtype", self.distributed.param_dtype, ("bf16", "fp32"))
+        if len(self.optim.betas) != 2:
+            raise ValueError(f"optim.betas must have 2 values, got {self.optim.betas}")
+        if d.label_mask_paths and len(d.label_mask_paths) != len(d.paths):
+            raise ValueError("data.label_mask_paths must give one mask file per data.paths entry")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+
+
+# ---- generic machinery ------------------------------------------------------------------
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], d: dict | None, prefix: str = "") -> T:
+    """Build dataclass `cls` from a nested dict, checking keys and value types."""
+    d = d or {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in d.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ValueError(_unknown(full, [f"{prefix}{n}" for n in names]))
+        kwargs[key] = _coerce(hints[key], value, full)
+    return cls(**kwargs)
+
+
+def _unknown(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown config key {key!r}{hint}"
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check `value` against type hint `tp` (dataclass, list[X], X | None, int, float...)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, key)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "4e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    if tp is Any:
+        return value
+    raise ValueError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def apply_overrides(cfg: T, overrides: list[str]) -> T:
+    """Apply `a.b=value` strings (value parsed as YAML) and re-validate the types."""
+    d = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        node, parts = d, key.strip().split(".")
+        for i, p in enumerate(parts[:-1]):
+            if not isinstance(node.get(p), dict):
+                known = [f"{'.'.join(parts[:i])}.{k}".lstrip(".") for k in node]
+                raise ValueError(_unknown(".".join(parts[: i + 1]), known))
+            node = node[p]
+        if parts[-1] not in node:
+            prefix = ".".join(parts[:-1])
+            known = [f"{prefix}.{k}".lstrip(".") for k in node]
+            raise ValueError(_unknown(key, known))
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return from_dict(type(cfg), d)
+
+
+def load_config(cls: type[T], yaml_path: str | Path | None, overrides: list[str] = ()) -> T:
+    """Read a recipe (or start from defaults), apply overrides, validate if supported."""
+    d = {}
+    if yaml_path is not None:
+        p = Path(yaml_path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: recipe not found")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid YAML: {e}") from None
+    cfg = apply_overrides(from_dict(cls, d), list(overrides))
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    return cfg
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
