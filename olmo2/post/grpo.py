@@ -1,0 +1,459 @@
+"""`olmo2 grpo RECIPE.yaml [key=value ...]`: RLVR with GRPO and verifiable rewards.
+
+Per rollout (posttrain-eval-anchors §1.5, the OLMo 2 1B GRPO recipe): take
+`data.global_batch_size` prompts, sample `grpo.num_samples` completions of each with the
+batched KV-cache generator (`olmo2.model.generate.stream`, temperature 1), score them with
+the verifiers (`olmo2.post.rewards`: 10 × score, optional non-stop penalty), compute group
+advantages (r − mean)/(std + 1e-8), and take `grpo.mini_batches` optimizer steps on slices
+of the rollout with the clipped policy-ratio loss + β·k3 KL to the frozen starting policy
+(β 0.01). Prompt and padding tokens are masked. The rollout happens inside the data source,
+which the trainer calls right before each step, so every rollout uses the current policy.
+
+Normalisation (`grpo.loss_norm`): `token` — the mean over all response tokens of the
+optimizer step (open-instruct's masked mean; DAPO-style) — or `sequence` — the mean over
+completions of each completion's token mean (the GRPO paper).
+
+Logged per step: loss, `reward`, `pass_rate` (fraction with score 1), `kl` (k3 per token),
+`clip_frac`, `response_len`, `finished` (fraction that emitted EOS); `data_time` is the
+rollout time (generation + scoring + reference log-probs) and `step_time − data_time` the
+learner time.
+
+Prompt rows are `{messages, ground_truth, dataset}`. Make them with
+`olmo2 grpo --make-gsm8k-prompts OUT.jsonl` (GSM8K train from the shared data directory)
+or `olmo2 grpo --make-synthetic add OUT.jsonl --n 1000` (synthetic addition / string tasks;
+`--with-answers` writes SFT rows for the same task).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from olmo2.model.generate import SamplingConfig, stream
+from olmo2.post import rewards as R
+from olmo2.post.data import (
+    BadRow,
+    PostDataSection,
+    PromptRow,
+    RowErrors,
+    gsm8k_prompt_rows,
+    load_examples,
+    prompt_row,
+    write_jsonl,
+)
+from olmo2.post.losses import IGNORE, group_advantages, grpo_token_loss, token_logps
+from olmo2.post.sft import (
+    _post_optim,
+    fingerprint,
+    finish,
+    load_cli_config,
+    load_reference,
+    load_tokenizer,
+    set_steps,
+    setup,
+    validate_common,
+)
+from olmo2.tokenizer import Tokenizer
+from olmo2.train import distributed as D
+from olmo2.train.cli import resolve_device
+from olmo2.train.config import (
+    CheckpointSection,
+    DistributedSection,
+    LoggingSection,
+    ModelSection,
+    OptimSection,
+    ScheduleSection,
+    TrainerSection,
+    dump_yaml,
+)
+from olmo2.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOSection:
+    num_samples: int = 16
+    """Completions per prompt (the group)."""
+    max_new_tokens: int = 2048
+    """Response length limit; a response cut here is 'unfinished'."""
+    temperature: float = 1.0
+    beta: float = 0.01
+    """Weight of the k3 KL to the reference (starting) policy."""
+    clip_eps: float = 0.2
+    mini_batches: int = 1
+    """Optimizer steps per rollout, each on 1/mini_batches of its completions."""
+    loss_norm: str = "token"
+    """token | sequence"""
+    reward_scale: float = R.VERIFICATION_REWARD
+    non_stop_penalty: float | None = None
+    """Reward of a response without EOS (None = score it normally)."""
+
+
+@dataclass
+class GRPOConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: PostDataSection = field(
+        default_factory=lambda: PostDataSection(seq_len=2048, micro_batch_size=16)
+    )
+    """seq_len limits the prompt; global_batch_size counts prompts per rollout."""
+    optim: OptimSection = field(default_factory=_post_optim)
+    schedule: ScheduleSection = field(default_factory=lambda: ScheduleSection(name="constant"))
+    trainer: TrainerSection = field(
+        default_factory=lambda: TrainerSection(run_dir="runs/grpo", z_loss_multiplier=0.0)
+    )
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    grpo: GRPOSection = field(default_factory=GRPOSection)
+
+    def validate(self) -> None:
+        validate_common(self)
+        g = self.grpo
+        if g.num_samples < 2:
+            raise ValueError(
+                f"grpo.num_samples must be >= 2 (advantages need a group), got {g.num_samples}"
+            )
+        if g.loss_norm not in ("token", "sequence"):
+            raise ValueError(f"grpo.loss_norm={g.loss_norm!r}: expected token or sequence")
+        if g.mini_batches < 1 or (self.data.global_batch_size * g.num_samples) % g.mini_batches:
+            raise ValueError(
+                "grpo.mini_batches must divide data.global_batch_size × grpo.num_samples"
+            )
+        if g.max_new_tokens < 1 or g.temperature <= 0:
+            raise ValueError("grpo.max_new_tokens must be >= 1 and grpo.temperature > 0")
+
+
+# ---- prompts ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prompt:
+    ids: list[int]
+    row: PromptRow
+
+
+def tokenize_prompts(tok: Tokenizer, data: PostDataSection, errors: RowErrors) -> list[Prompt]:
+    def parse(row):
+        r = prompt_row(row)
+        ids = tok.encode(tok.apply_chat_template(r.messages, add_generation_prompt=True))
+        if len(ids) > data.seq_len:
+            raise BadRow(
+                "prompt longer than the limit", f"{len(ids)} tokens > data.seq_len {data.seq_len}"
+            )
+        return Prompt(ids, r)
+
+    return load_examples(data.paths, parse, errors, data.max_rows)
+
+
+# ---- rollouts -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    prompt_ids: list[list[int]]
+    completions: list[list[int]]
+    """New tokens per completion (EOS included when emitted)."""
+    finished: list[bool]
+    rewards: torch.Tensor
+    scores: torch.Tensor
+    advantages: torch.Tensor
+
+
+@torch.no_grad()
+def sample_group(
+    model, tok: Tokenizer, prompts: list[Prompt], g: GRPOSection, seed: int
+) -> Rollout:
+    """G completions per prompt (group-contiguous), scored and with group advantages."""
+    eos = tok.eos_token_id
+    prompt_ids = [p.ids for p in prompts for _ in range(g.num_samples)]
+    cfg = SamplingConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature, seed=seed)
+    was = model.training
+    model.eval()
+    out: list[list[int]] = [[] for _ in prompt_ids]
+    for step in stream(model, prompt_ids, cfg, stop_token_ids=[eos]):
+        for i, t in enumerate(step):
+            if t is not None:
+                out[i].append(t)
+    model.train(was)
+    finished = [bool(c) and c[-1] == eos for c in out]
+    rewards, scores = [], []
+    for i, c in enumerate(out):
+        row = prompts[i // g.num_samples].row
+        text = tok.decode(c, skip_special_tokens=True)
+        r, s = R.reward(
+            row.dataset, text, row.ground_truth, finished[i], g.non_stop_penalty, g.reward_scale
+        )
+        rewards.append(r)
+        scores.append(s)
+    rw = torch.tensor(rewards, dtype=torch.float32)
+    return Rollout(
+        prompt_ids, out, finished, rw, torch.tensor(scores), group_advantages(rw, g.num_samples)
+    )
+
+
+def rollout_tensors(ro: Rollout, pad: int) -> dict:
+    """`input_ids` = prompt ‖ completion right-padded; `labels` only on completion tokens."""
+    seqs = [p + c for p, c in zip(ro.prompt_ids, ro.completions)]
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    labels = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
+    for i, (p, c) in enumerate(zip(ro.prompt_ids, ro.completions)):
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+        if c:
+            labels[i, len(p) - 1 : len(p) + len(c) - 1] = torch.tensor(c)
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "advantages": ro.advantages,
+        "reward": ro.rewards,
+        "pass": (ro.scores >= 1.0).float(),
+        "finished": torch.tensor(ro.finished, dtype=torch.float32),
+        "response_len": torch.tensor([len(c) for c in ro.completions], dtype=torch.float32),
+    }
+
+
+@torch.no_grad()
+def batched_logps(
+    model, ids: torch.Tensor, labels: torch.Tensor, batch_size: int, device
+) -> torch.Tensor:
+    out = []
+    for s in range(0, len(ids), batch_size):
+        logits = model(ids[s : s + batch_size].to(device))
+        out.append(token_logps(logits, labels[s : s + batch_size].to(device)).cpu())
+    return torch.cat(out)
+
+
+class RolloutBatches:
+    """The GRPO data source: each rollout yields `grpo.mini_batches` rank-local batches
+    (one per optimizer step) of completions with advantages, reference log-probs, loss
+    weights and (with several mini-batches) the rollout policy's log-probs."""
+
+    def __init__(
+        self, prompts: list[Prompt], tok: Tokenizer, policy, reference, cfg: GRPOConfig, device
+    ):
+        self.prompts, self.tok, self.policy, self.ref, self.cfg, self.device = (
+            prompts,
+            tok,
+            policy,
+            reference,
+            cfg,
+            device,
+        )
+        self.B, self.world, self.rank = cfg.data.global_batch_size, D.world_size(), D.rank()
+        if self.B % self.world:
+            raise ValueError(
+                f"data.global_batch_size={self.B} is not divisible by the world size {self.world}"
+            )
+        if len(prompts) < self.B:
+            raise ValueError(f"{len(prompts)} usable prompts, fewer than one rollout ({self.B})")
+        self.epoch, self.next_batch, self.rollouts = 0, 0, 0
+        self.pending: list[dict] = []
+        self.fingerprint = fingerprint(
+            len(prompts), self.B, cfg.data.seed, [p.ids[:8] for p in prompts[:64]]
+        )
+
+    def next_prompts(self) -> list[Prompt]:
+        if (self.next_batch + 1) * self.B > len(self.prompts):
+            self.epoch, self.next_batch = self.epoch + 1, 0
+        order = np.random.Generator(np.random.PCG64(self.cfg.data.seed + self.epoch)).permutation(
+            len(self.prompts)
+        )
+        idx = order[self.next_batch * self.B : (self.next_batch + 1) * self.B][
+            self.rank :: self.world
+        ]
+        self.next_batch += 1
+        return [self.prompts[int(i)] for i in idx]
+
+    def rollout(self) -> list[dict]:
+        g, model = self.cfg.grpo, D.unwrap(self.policy)
+        seed = (self.cfg.data.seed * 1_000_003 + self.rollouts * 7919 + self.rank) % 2**62
+        ro = sample_group(model, self.tok, self.next_prompts(), g, seed)
+        self.rollouts += 1
+        batch = rollout_tensors(ro, self.tok.pad_token_id)
+        mb = self.cfg.data.micro_batch_size
+        batch["ref_logp"] = batched_logps(
+            self.ref, batch["input_ids"], batch["labels"], mb, self.device
+        )
+        if g.mini_batches > 1:  # later mini-batches are off-policy: keep the rollout log-probs
+            batch["old_logp"] = batched_logps(
+                model, batch["input_ids"], batch["labels"], mb, self.device
+            )
+        n = len(ro.completions) // g.mini_batches
+        parts = [
+            {k: v[i * n : (i + 1) * n] for k, v in batch.items()} for i in range(g.mini_batches)
+        ]
+        for p in parts:
+            p["weight"] = self.weights(p["labels"])
+        log.debug("rollout %d: reward %.3f", self.rollouts, float(ro.rewards.mean()))
+        return parts
+
+    def weights(self, labels: torch.Tensor) -> torch.Tensor:
+        """Per-completion loss weights so that Σ_i w_i·Σ_t loss_it / (global completions) is
+        the token mean (`token`) or the mean of per-completion means (`sequence`)."""
+        lens = (labels != IGNORE).sum(-1).double()
+        if self.cfg.grpo.loss_norm == "sequence":
+            return (1.0 / lens.clamp(min=1)).float()
+        local = torch.tensor(
+            [float(len(lens)), float(lens.sum())], dtype=torch.float64, device=self.device
+        )
+        rows, tokens = D.all_reduce_sum(local).tolist()
+        return torch.full_like(lens, rows / max(tokens, 1.0)).float()
+
+    def __iter__(self):
+        while True:
+            if not self.pending:
+                self.pending = self.rollout()
+            yield self.pending.pop(0)
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "next_batch": self.next_batch,
+            "rollouts": self.rollouts,
+            "pending": self.pending,
+            "fingerprint": self.fingerprint,
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        if sd.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                "the GRPO prompts or batching changed since the checkpoint; refusing to resume"
+            )
+        self.epoch, self.next_batch, self.rollouts = (
+            int(sd["epoch"]),
+            int(sd["next_batch"]),
+            int(sd["rollouts"]),
+        )
+        self.pending = list(sd["pending"])
+
+
+@dataclass
+class GRPOObjective:
+    """Weighted sum of per-completion token-loss sums; one unit per completion."""
+
+    clip_eps: float = 0.2
+    beta: float = 0.01
+
+    def loss(self, model, mb):
+        lp = token_logps(model(mb["input_ids"]), mb["labels"])
+        mask = mb["labels"] != IGNORE
+        old = mb["old_logp"] if "old_logp" in mb else lp.detach()
+        out = grpo_token_loss(
+            lp, old, mb["ref_logp"], mb["advantages"], mask, self.clip_eps, self.beta
+        )
+        w = mb["weight"]
+        metrics = {
+            "kl": (out.kl.sum(-1) * w).sum(),
+            "clip_frac": (out.clipped.sum(-1) * w).sum(),
+            "reward": mb["reward"].sum(),
+            "pass_rate": mb["pass"].sum(),
+            "finished": mb["finished"].sum(),
+            "response_len": mb["response_len"].sum(),
+        }
+        return (out.token_loss.sum(-1) * w).sum(), metrics
+
+    def units(self, mb) -> int:
+        return int(mb["input_ids"].shape[0])
+
+
+# ---- command ------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", nargs="?", help="YAML recipe (see recipes/)")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. grpo.beta=0.05 trainer.max_steps=10"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--strict", action="store_true", help="stop at the first bad data row (row number given)"
+    )
+    p.add_argument(
+        "--make-gsm8k-prompts",
+        metavar="OUT.jsonl",
+        help="write GSM8K train as RLVR prompt rows and exit",
+    )
+    p.add_argument(
+        "--gsm8k-source", help="GSM8K train.jsonl (default: $OLMO2_DATA_DIR/eval/gsm8k/train.jsonl)"
+    )
+    p.add_argument("--data-dir", help="shared data directory (default $OLMO2_DATA_DIR)")
+    p.add_argument(
+        "--make-synthetic",
+        nargs=2,
+        metavar=("TASK", "OUT.jsonl"),
+        help="write synthetic rows (add | reverse) and exit",
+    )
+    p.add_argument("--n", type=int, default=1000, help="rows for --make-synthetic")
+    p.add_argument("--seed", type=int, default=0, help="seed for --make-synthetic")
+    p.add_argument(
+        "--with-answers",
+        action="store_true",
+        help="--make-synthetic writes SFT rows (answer as reply)",
+    )
+
+
+def make_rows(args) -> int:
+    if args.make_gsm8k_prompts:
+        from olmo2.utils import data_dir
+
+        src = args.gsm8k_source or data_dir(args.data_dir) / "eval" / "gsm8k" / "train.jsonl"
+        errors = RowErrors(args.strict)
+        rows = gsm8k_prompt_rows(src, errors)
+        write_jsonl(rows, args.make_gsm8k_prompts)
+        print(
+            f"wrote {len(rows)} GSM8K prompt rows to {args.make_gsm8k_prompts}; {errors.summary()}"
+        )
+        return 0
+    task, out = args.make_synthetic
+    makers = {"add": R.addition_rows, "reverse": R.reverse_rows}
+    if task not in makers:
+        raise ValueError(f"--make-synthetic {task!r}: expected one of {', '.join(makers)}")
+    rows = makers[task](args.n, args.seed)
+    write_jsonl(R.with_answers(rows) if args.with_answers else rows, out)
+    print(f"wrote {len(rows)} {task} {'SFT' if args.with_answers else 'prompt'} rows to {out}")
+    return 0
+
+
+def run(args) -> int:
+    if args.make_gsm8k_prompts or args.make_synthetic:
+        return make_rows(args)
+    if args.recipe is None:
+        raise ValueError("give a recipe (or --make-gsm8k-prompts / --make-synthetic)")
+    cfg = load_cli_config(GRPOConfig, args)
+    if args.dry_run:
+        print(dump_yaml(cfg), end="")
+        return 0
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.trainer.device)
+    D.init(cfg.distributed.backend, device)
+    tok = load_tokenizer(cfg)
+    errors = RowErrors(cfg.data.strict)
+    prompts = tokenize_prompts(tok, cfg.data, errors)
+    log.info("%d prompts; %s", len(prompts), errors.summary())
+    set_steps(cfg, len(prompts), None)
+    if cfg.data.epochs is not None:
+        cfg.trainer.max_steps *= cfg.grpo.mini_batches
+    s = setup(cfg, tok)
+    data = RolloutBatches(prompts, tok, s.model, load_reference(cfg, s.device), cfg, s.device)
+    trainer = Trainer(
+        cfg, s.model, data, objective=GRPOObjective(cfg.grpo.clip_eps, cfg.grpo.beta), tokenizer=tok
+    )
+    if s.resume is not None:
+        trainer.resume(s.resume)
+    try:
+        if trainer.step >= cfg.trainer.max_steps:
+            print(f"run {cfg.trainer.run_dir} is already complete at step {trainer.step}")
+            return 0
+        last = trainer.fit()
+        extra = f"; reward {last.get('reward', math.nan):.3f}, pass rate {last.get('pass_rate', math.nan):.3f}, kl {last.get('kl', math.nan):.4f}"
+        finish(cfg, trainer, last, t0, s.resume, errors, extra)
+    finally:
+        D.shutdown()
+    return 0

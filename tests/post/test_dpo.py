@@ -1,0 +1,95 @@
+"""DPO: row forms, cached vs live reference, margins go up, bad rows."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+import torch
+
+from olmo2.cli import main as olmo2_main
+from olmo2.model.hf import load_model
+from olmo2.post.data import BadRow, PostDataSection, RowErrors, preference_pair
+from olmo2.post.dpo import DPOObjective, PairBatches, reference_logps, tokenize_pairs
+from tests.post.helpers import tiny_checkpoint, tiny_tokenizer, write_jsonl
+
+PAIRS = [
+    {"prompt": f"what is {w}?", "chosen": f"{w} is good", "rejected": f"{w} is bad bad bad"}
+    for w in ["fox", "dog", "hello", "the", "you", "fine", "quick", "lazy"]
+]
+
+
+def test_preference_row_forms(data_dir):
+    hh = json.loads(
+        gzip.open(data_dir / "posttrain" / "hh_rlhf_harmless_base_test.jsonl.gz", "rt").readline()
+    )
+    prompt, ch, rj = preference_pair(hh)
+    assert prompt[0]["role"] == "user" and prompt[-1]["role"] == "user"
+    assert hh["chosen"].endswith(ch) and hh["rejected"].endswith(rj)
+    assert hh["chosen"].startswith("\n\nHuman: " + prompt[0]["content"])
+    rasbt = json.loads(
+        (data_dir / "posttrain" / "rasbt_instruction_data_with_preference.json").read_text()
+    )[1]
+    prompt, ch, rj = preference_pair(rasbt)
+    assert prompt == [{"role": "user", "content": rasbt["instruction"] + "\n\n" + rasbt["input"]}]
+    assert (ch, rj) == (rasbt["chosen"], rasbt["rejected"])
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    prompt, ch, rj = preference_pair(
+        {"chosen": msgs, "rejected": msgs[:1] + [{"role": "assistant", "content": "b"}]}
+    )
+    assert prompt == msgs[:1] and (ch, rj) == ("a", "b")
+    with pytest.raises(BadRow, match="empty"):
+        preference_pair({"prompt": "q", "chosen": " ", "rejected": "x"})
+
+
+def _model(seed):
+    from olmo2.model.transformer import Olmo2
+    from tests.post.helpers import tiny_config
+
+    torch.manual_seed(seed)
+    return Olmo2.build(tiny_config())
+
+
+@pytest.mark.parametrize("loss", ["dpo", "dpo_norm"])
+def test_cached_reference_equals_live_reference(tmp_path, loss):
+    tok = tiny_tokenizer()
+    path = write_jsonl(tmp_path / "p.jsonl", PAIRS)
+    ex = tokenize_pairs(tok, PostDataSection(paths=[str(path)], seq_len=64), RowErrors())
+    policy, ref = _model(0), _model(1)
+    cache = reference_logps(ref, ex, tok.pad_token_id, batch_size=3, device="cpu")
+    batch = next(iter(PairBatches(ex, 8, tok.pad_token_id, ref_cache=cache)))
+    cached, m1 = DPOObjective(loss, 0.5).loss(policy, batch)
+    live, m2 = DPOObjective(loss, 0.5, reference=ref).loss(policy, batch)
+    assert cached.item() == pytest.approx(live.item(), rel=1e-5)
+    assert m1["rewards/margin"].item() == pytest.approx(
+        m2["rewards/margin"].item(), rel=1e-4, abs=1e-6
+    )
+    # the cache holds per-response token counts: dpo_norm divides by them
+    assert (cache[:, :, 1] > 0).all() and (cache[:, 0, 1] < cache[:, 1, 1]).all()
+
+
+def dpo_args(tmp_path, init, data, *extra, steps=6):
+    return [
+        "dpo", "recipes/demo-dpo.yaml", f"model.load_path={init}", f"data.paths=[{data}]",
+        f"trainer.run_dir={tmp_path / 'run'}", f"trainer.max_steps={steps}", "data.epochs=null",
+        "data.seq_len=64", "data.global_batch_size=4", "data.micro_batch_size=2", "optim.lr=3e-3",
+        "logging.progress_bar=false", "logging.report=false", "logging.peak_flops=1e11", *extra,
+    ]  # fmt: skip
+
+
+def test_dpo_cli_raises_margin_and_counts_bad_rows(tmp_path, capsys):
+    init = tiny_checkpoint(tmp_path)
+    rows = PAIRS + [{"prompt": "q", "chosen": "", "rejected": "x"}, {"prompt": "q", "chosen": "a"}]
+    data = write_jsonl(tmp_path / "p.jsonl", rows)
+    assert olmo2_main(dpo_args(tmp_path, init, data)) == 0
+    out = capsys.readouterr().out
+    assert "2 bad rows skipped" in out and "empty chosen/rejected" in out and "row 9" in out
+    m = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert m[0]["rewards/margin"] == pytest.approx(0.0, abs=1e-5)  # policy == reference at step 1
+    assert m[-1]["rewards/margin"] > 0.05 and m[-1]["loss"] < m[0]["loss"]
+    assert len(list((tmp_path / "run").glob("ref_logps-*.pt"))) == 1
+    ckpt = max((tmp_path / "run").glob("stage1-step*"))
+    assert load_model(ckpt).config.d_model == 32
+    assert olmo2_main(dpo_args(tmp_path / "strict", init, data, "--strict")) == 2
+    assert "row 9: empty chosen/rejected" in capsys.readouterr().err
