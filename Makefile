@@ -34,9 +34,16 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix olmo2 tests bench
 	$(BIN)/ruff format olmo2 tests bench
 
+# peers (transformers, TRL, lm-eval) come from the `bench` extra
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/tokenize_bench.py
+	$(BIN)/python bench/prepare.py
+	$(BIN)/python bench/eval.py
+	$(BIN)/python bench/posttrain.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -2,13 +2,17 @@
 with cached reference log-probs), optionally against TRL's GRPOTrainer / DPOTrainer on the
 same weights and data.
 
-    .venv/bin/python bench/posttrain.py [--size debug] [--steps 4]
-    .venv/bin/python bench/posttrain.py --trl-python /tmp/trlvenv/bin/python   # + TRL
+    OMP_NUM_THREADS=1 .venv/bin/python bench/posttrain.py [--size debug] [--steps 6] [--repeats 2]
+    .venv/bin/python bench/posttrain.py --trl-python /tmp/trlvenv/bin/python   # TRL elsewhere
 
-TRL is not a dependency: install it into its own venv (`python -m venv /tmp/trlvenv &&
-/tmp/trlvenv/bin/pip install trl`); the TRL side runs there as a subprocess and loads the
-same HF checkpoint with transformers. Both sides: fp32, CPU, identical prompts, group size,
-completion length, batch sizes and β; the median step after one warm-up step is reported.
+TRL is not a core dependency (`pip install -e .[bench]`); when this python has it, the TRL
+side runs with it, else pass `--trl-python` (or `--no-trl`). The TRL side runs as a
+subprocess and loads the same HF checkpoint with transformers. Both sides: fp32, CPU, the
+same thread count, identical prompts, group size, completion length, batch sizes and β;
+DPO with reference log-probs computed before training on both sides. The first step of each
+run is warm-up; the best and the median of the remaining steps over all repeats are reported.
+A GRPO "rollout" is generation + rewards + reference log-probs (olmo2: the step's
+`data_time`; TRL: `_generate_and_score_completions`); tokens are completion tokens.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import textwrap
 from pathlib import Path
@@ -112,9 +118,10 @@ def ours(root: Path, init: Path, dpo: Path, grpo: Path, a) -> dict:
     ])  # fmt: skip
     d = metrics(root / "dpo")[1:]
     return {
-        "grpo_step_s": statistics.median(x["step_time"] for x in g),
-        "grpo_rollout_tok_s": statistics.median(x["response_len"] * n / x["data_time"] for x in g),
-        "dpo_step_s": statistics.median(x["step_time"] for x in d),
+        "grpo_step": [x["step_time"] for x in g],
+        "grpo_rollout_tok_s": [x["response_len"] * n / x["data_time"] for x in g],
+        "dpo_step": [x["step_time"] for x in d],
+        "grpo_tokens": [x["response_len"] * n for x in g],
     }
 
 
@@ -122,6 +129,7 @@ TRL_SCRIPT = textwrap.dedent(
     """
     import json, sys, time, statistics, re
     import torch
+    torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer
@@ -137,12 +145,19 @@ TRL_SCRIPT = textwrap.dedent(
     rows = [json.loads(l) for l in open(grpo_path)]
     ds = Dataset.from_list([{"prompt": tok.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True), "ground_truth": r["ground_truth"]} for r in rows])
     cb = T()
+    roll = []  # (seconds, completion tokens) of each rollout: generation + rewards + ref log-probs
     cfg = GRPOConfig(output_dir=out + "/grpo", per_device_train_batch_size=prompts * group, num_generations=group,
                      max_completion_length=new_tokens, beta=0.01, max_steps=steps, use_cpu=True, report_to=[],
                      logging_steps=1, save_strategy="no", temperature=1.0, loss_type="grpo", bf16=False)
     tr = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(init), reward_funcs=reward, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[cb])
+    gen = tr._generate_and_score_completions
+    def timed(*a, **k):
+        t = time.perf_counter()
+        out = gen(*a, **k)
+        roll.append((time.perf_counter() - t, float(out["completion_mask"].sum())))
+        return out
+    tr._generate_and_score_completions = timed
     tr.train()
-    grpo_step = statistics.median(cb.times[1:])
     prs = [json.loads(l) for l in open(dpo_path)]
     to_chat = lambda p, c: (tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True), c + tok.eos_token)
     dds = Dataset.from_list([{"prompt": to_chat(r["prompt"], "")[0], "chosen": r["chosen"] + tok.eos_token, "rejected": r["rejected"] + tok.eos_token} for r in prs])
@@ -151,7 +166,9 @@ TRL_SCRIPT = textwrap.dedent(
                      precompute_ref_log_probs=True, beta=5.0, loss_type=["sigmoid_norm"], save_strategy="no", logging_steps=1, bf16=False)
     dt = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(init), args=dcfg, train_dataset=dds, processing_class=tok, callbacks=[cb2])
     dt.train()
-    print(json.dumps({"grpo_step_s": grpo_step, "dpo_step_s": statistics.median(cb2.times[1:])}))
+    print(json.dumps({"grpo_step": cb.times[1:], "grpo_rollout_tok_s": [n / t for t, n in roll[1:]],
+                      "grpo_tokens": [n for t, n in roll[1:]],
+                      "dpo_step": cb2.times[1:]}))
     """
 )
 
@@ -178,36 +195,70 @@ def trl(python: str, root: Path, init: Path, dpo: Path, grpo: Path, a) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def summarise(runs: list[dict]) -> dict:
+    """Best (min step time, max tokens/s) and median over every measured step of every repeat."""
+    out = {}
+    for key, best in (("grpo_step", min), ("grpo_rollout_tok_s", max), ("dpo_step", min)):
+        xs = [x for r in runs for x in r[key]]
+        out[key] = {"best": best(xs), "median": statistics.median(xs), "n": len(xs)}
+    out["grpo_tokens_per_rollout"] = statistics.mean(x for r in runs for x in r["grpo_tokens"])
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="debug", choices=sorted(SIZES))
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--steps", type=int, default=4, help="steps per run (the first is warm-up)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each side, interleaved")
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--pairs", type=int, default=16)
-    p.add_argument("--trl-python", help="python of a venv with trl installed")
-    a = p.parse_args()
-    header(
-        f"post-training, size {a.size}: GRPO {a.prompts} prompts x {a.group} samples x {a.new_tokens} tokens; DPO {a.pairs} pairs"
+    p.add_argument("--threads", type=int, default=1, help="torch threads on both sides")
+    p.add_argument(
+        "--trl-python",
+        default=sys.executable if importlib.util.find_spec("trl") else None,
+        help="python of a venv with trl installed (default: this one, when it has trl)",
     )
+    p.add_argument("--no-trl", action="store_true", help="measure olmo2 only")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the TRL subprocess
+    header(
+        f"post-training, size {a.size}: GRPO {a.prompts} prompts x {a.group} samples x {a.new_tokens} tokens; "
+        f"DPO {a.pairs} pairs; {a.threads} thread(s), {a.steps} steps x {a.repeats} repeats"
+    )
+    use_trl = a.trl_python and not a.no_trl
+    runs: dict[str, list[dict]] = {"olmo2": [], "trl": []}
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         init = make_checkpoint(root, a.size)
         dpo, grpo = write_data(root)
-        res = {"olmo2": ours(root, init, dpo, grpo, a)}
-        if a.trl_python:
-            res["trl"] = trl(a.trl_python, root, init, dpo, grpo, a)
-    o = res["olmo2"]
+        for r in range(a.repeats):
+            rr = root / f"r{r}"
+            rr.mkdir()
+            runs["olmo2"].append(ours(rr, init, dpo, grpo, a))
+            if use_trl:
+                runs["trl"].append(trl(a.trl_python, rr, init, dpo, grpo, a))
+    res = {k: summarise(v) for k, v in runs.items() if v}
     print(
-        f"olmo2 GRPO step {o['grpo_step_s']:.3f}s, rollout {o['grpo_rollout_tok_s']:.0f} tok/s; DPO step {o['dpo_step_s']:.3f}s"
+        f"{'':6} {'GRPO step s':>12} {'rollout tok/s':>14} {'DPO step s':>11}   (best/median)  tokens/rollout"
     )
-    if "trl" in res:
-        t = res["trl"]
-        print(f"TRL   GRPO step {t['grpo_step_s']:.3f}s; DPO step {t['dpo_step_s']:.3f}s")
+    for k, v in res.items():
         print(
-            f"speed-up: GRPO {t['grpo_step_s'] / o['grpo_step_s']:.2f}x, DPO {t['dpo_step_s'] / o['dpo_step_s']:.2f}x"
+            f"{k:6} {v['grpo_step']['best']:6.3f}/{v['grpo_step']['median']:.3f} "
+            f"{v['grpo_rollout_tok_s']['best']:7.0f}/{v['grpo_rollout_tok_s']['median']:.0f} "
+            f"{v['dpo_step']['best']:6.3f}/{v['dpo_step']['median']:.3f}"
+            f"   {v['grpo_tokens_per_rollout']:14.0f}"
         )
+    if "trl" in res:
+        o, t = res["olmo2"], res["trl"]
+        for stat in ("best", "median"):
+            print(
+                f"speed-up ({stat}): GRPO step {t['grpo_step'][stat] / o['grpo_step'][stat]:.2f}x, "
+                f"rollout {o['grpo_rollout_tok_s'][stat] / t['grpo_rollout_tok_s'][stat]:.2f}x, "
+                f"DPO step {t['dpo_step'][stat] / o['dpo_step'][stat]:.2f}x"
+            )
     print(json.dumps(res))
 
 

@@ -29,6 +29,12 @@ def add_arguments(p) -> None:
     p.add_argument("--tokenizer", help="tokenizer.json, if the checkpoint has none")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16, ...")
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="int8 dynamic linear layers (CPU; --device defaults to cpu)",
+    )
     p.add_argument("--cache", help="sqlite file caching model answers across runs")
     p.add_argument(
         "--perplexity",
@@ -63,7 +69,10 @@ def run(args) -> int:
     model, tok, identity = _load(args)
     from olmo2.eval.harness import Harness, evaluate
 
-    harness = Harness(model, tok, batch_size=batch_size, cache_path=args.cache)
+    if args.quantize:
+        harness = _quantized_harness(model, tok, batch_size, args.cache, args.quantize)
+    else:
+        harness = Harness(model, tok, batch_size=batch_size, cache_path=args.cache)
     identity["fingerprint"] = harness.fingerprint
     t0 = time.time()
     results = {"tasks": {}, "suites": {}}
@@ -109,7 +118,12 @@ def _load(args):
     import olmo2
     from olmo2.tokenizer import Tokenizer
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    default = "cpu" if args.quantize or not torch.cuda.is_available() else "cuda"
+    device = args.device or default
+    if args.quantize and device != "cpu":
+        raise ValueError(f"--quantize {args.quantize} runs on CPU only (use --device cpu)")
+    if args.quantize and args.dtype not in (None, "float32"):
+        raise ValueError(f"--quantize {args.quantize} needs --dtype float32, got {args.dtype}")
     model, tok = olmo2.load(args.model, dtype=args.dtype, device=device)
     if args.tokenizer:
         tok = Tokenizer.from_file(args.tokenizer)
@@ -122,9 +136,27 @@ def _load(args):
         "num_params": sum(p.numel() for p in model.parameters()),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "device": device,
+        "quantize": args.quantize,
         "tokenizer": getattr(tok, "source", ""),
     }
     return model, tok, identity
+
+
+def _quantized_harness(model, tok, batch_size, cache_path, method: str):
+    """A Harness over `model` quantized in place. `model_fingerprint` reads every state_dict
+    entry as a tensor, which int8 packed weights are not, so fingerprint the fp32 weights
+    first and derive the int8 model's fingerprint (and cache key) from it."""
+    import hashlib
+
+    from olmo2.eval.harness import Harness, ResultCache
+    from olmo2.model.quantize import quantize_model
+
+    harness = Harness(model, tok, batch_size=batch_size)
+    quantize_model(model, method)
+    fp = hashlib.sha256(f"{harness.fingerprint}:{method}".encode()).hexdigest()[:16]
+    harness.fingerprint = fp
+    harness.cache = ResultCache(cache_path, fp) if cache_path else None
+    return harness
 
 
 def _dump_only(args, keys, ddir) -> int:

@@ -180,17 +180,16 @@ def add_arguments(p) -> None:
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 linear layers (CPU)")
     add_sampling_arguments(p)
 
 
 def run(args) -> int:
-    from olmo2.model.hf import load
+    from olmo2.model.quantize import load_for_inference
 
-    model, tok = load(
-        args.model, revision=args.revision, dtype=getattr(torch, args.dtype), device=args.device
+    model, tok = load_for_inference(
+        args.model, args.revision, args.dtype, args.device, args.quantize
     )
-    if tok is None:
-        raise ValueError(f"{args.model}: no tokenizer.json next to the weights")
     prompts = args.prompt
     if args.chat:
         prompts = [tok.apply_chat_template([{"role": "user", "content": p}], True) for p in prompts]

@@ -52,6 +52,21 @@ def test_eval_writes_results_json(ckpt, data_dir, tmp_path, capsys):
     assert "arc_challenge::olmes" in capsys.readouterr().out
 
 
+def test_eval_int8_records_quantize(ckpt, data_dir, tmp_path):
+    out = tmp_path / "results.json"
+    args = ["eval", "--model", str(ckpt), "--tasks", "copa", "--limit", "2", "--device", "cpu"]
+    args += ["--data-dir", str(data_dir), "--output", str(out), "--cache", str(tmp_path / "c.db")]
+    assert main([*args, "--quantize", "int8"]) == 0
+    int8 = json.loads(out.read_text())["model"]
+    assert int8["quantize"] == "int8" and int8["device"] == "cpu"
+    assert len(int8["fingerprint"]) == 16 and int8["num_params"] > 6_000_000
+    # the fp32 run gets its own fingerprint, so a shared --cache never mixes their answers
+    assert main(args) == 0
+    fp32 = json.loads(out.read_text())["model"]
+    assert fp32["quantize"] is None and fp32["fingerprint"] != int8["fingerprint"]
+    assert main([*args, "--quantize", "int8", "--dtype", "bfloat16"]) == 2  # needs fp32 weights
+
+
 def test_dump_requests_without_model(data_dir, tmp_path):
     dump = tmp_path / "req.jsonl"
     assert (

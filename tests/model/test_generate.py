@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 from transformers import AutoModelForCausalLM
 
+from olmo2.cli import main
 from olmo2.model.generate import SamplingConfig, generate, sample, stream
 from tests.model.helpers import save_random
+from tests.model.test_gguf import _tiny_bpe
 
 PROMPTS = [[5, 17, 99, 3, 250, 7, 8], [42], [11, 12, 13, 14]]
 
@@ -80,3 +84,12 @@ def test_stop_ids_end_rows(tmp_path):
         model, [PROMPTS[0]], max_new_tokens=8, eos_token_id=-1, stop_token_ids=[first[2]]
     )[0]
     assert stopped == first[: first.index(first[2]) + 1]
+
+
+def test_cli_generate_int8(tmp_path, capsys):
+    _, path = save_random(tmp_path, "mha", seed=2)
+    (path / "tokenizer.json").write_text(json.dumps(_tiny_bpe(tmp_path)))
+    args = ["generate", "--model", str(path), "--device", "cpu", "--quantize", "int8"]
+    rc = main([*args, "--prompt", "the quick", "--prompt", "lazy dog", "--max-new-tokens", "4"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "--- 'the quick'\n" in out and "--- 'lazy dog'\n" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 
 import pytest
 import torch
@@ -11,7 +12,14 @@ import torch
 from olmo2.cli import main as olmo2_main
 from olmo2.model.hf import load_model
 from olmo2.post.data import BadRow, PostDataSection, RowErrors, preference_pair
-from olmo2.post.dpo import DPOObjective, PairBatches, reference_logps, tokenize_pairs
+from olmo2.post.dpo import (
+    DPOObjective,
+    PairBatches,
+    PairExample,
+    collate_pairs,
+    reference_logps,
+    tokenize_pairs,
+)
 from tests.post.helpers import tiny_checkpoint, tiny_tokenizer, write_jsonl
 
 PAIRS = [
@@ -67,6 +75,48 @@ def test_cached_reference_equals_live_reference(tmp_path, loss):
     )
     # the cache holds per-response token counts: dpo_norm divides by them
     assert (cache[:, :, 1] > 0).all() and (cache[:, 0, 1] < cache[:, 1, 1]).all()
+
+
+@pytest.mark.parametrize("loss", ["dpo", "dpo_norm"])
+def test_dpo_objective_loss_rewards_margins_by_hand(loss):
+    """DPOObjective on fixed logits and cached reference values vs a hand computation:
+    `dpo` on summed response log-probs, `dpo_norm` on per-token means."""
+    ex = [
+        PairExample([2, 5, 6, 7], [-100, 6, 7, -100], [2, 5, 8, 9, 4], [-100, 8, 9, 4, -100]),
+        PairExample([3, 4, 5], [-100, 5, -100], [3, 4, 9], [-100, 9, -100]),
+    ]
+    batch = collate_pairs(ex, [0, 1], pad=1)
+    ref = torch.tensor([[[-4.0, 2], [-9.0, 3]], [[-1.5, 1], [-2.0, 1]]], dtype=torch.float64)
+    batch["ref_chosen"], batch["ref_rejected"] = ref[:, 0], ref[:, 1]
+    torch.manual_seed(0)
+    logits = torch.randn(4, batch["chosen_ids"].shape[1], 12)
+    beta = 0.7
+    loss_sum, metrics = DPOObjective(loss, beta).loss(lambda ids: logits, batch)
+    labels = torch.cat([batch["chosen_labels"], batch["rejected_labels"]])
+    lp = logits.log_softmax(-1)
+
+    def seq(row, r_sum, r_n):
+        toks = [float(lp[row, t, y]) for t, y in enumerate(labels[row].tolist()) if y != -100]
+        if loss == "dpo_norm":
+            return sum(toks) / len(toks), r_sum / r_n
+        return sum(toks), r_sum
+
+    want = {"loss": 0.0, "chosen": 0.0, "rejected": 0.0, "acc": 0.0}
+    for i in range(2):
+        pc, rc = seq(i, *ref[i, 0].tolist())
+        pr, rr = seq(2 + i, *ref[i, 1].tolist())
+        z = beta * ((pc - pr) - (rc - rr))
+        want["loss"] += math.log1p(math.exp(-z))
+        want["chosen"] += beta * (pc - rc)
+        want["rejected"] += beta * (pr - rr)
+        want["acc"] += float(beta * (pc - rc) > beta * (pr - rr))
+    assert loss_sum.item() == pytest.approx(want["loss"], rel=1e-5)
+    assert metrics["rewards/chosen"].item() == pytest.approx(want["chosen"], rel=1e-5)
+    assert metrics["rewards/rejected"].item() == pytest.approx(want["rejected"], rel=1e-5)
+    assert metrics["rewards/margin"].item() == pytest.approx(
+        want["chosen"] - want["rejected"], rel=1e-5, abs=1e-6
+    )
+    assert metrics["rewards/accuracy"].item() == want["acc"]
 
 
 def dpo_args(tmp_path, init, data, *extra, steps=6):

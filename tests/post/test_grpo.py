@@ -168,3 +168,20 @@ def test_sft_then_grpo_raises_reward_on_addition(tmp_path):
     )
     assert last > first + 1.0, (first, last)  # +10 points of pass rate at least
     assert max(x["kl"] for x in m) < 1.0
+
+
+@pytest.mark.parametrize("norm", ["token", "sequence"])
+def test_grpo_loss_norm_weights_by_hand(norm):
+    """`token`: Σ_i w_i·Σ_t loss_it / N is the mean over all response tokens; `sequence`: the
+    mean over completions of each completion's token mean."""
+    from types import SimpleNamespace
+
+    from olmo2.post.grpo import RolloutBatches
+
+    labels = torch.tensor([[-100, 3, 4, -100], [-100, 5, -100, -100], [-100, 6, 7, 8]])
+    stub = SimpleNamespace(cfg=SimpleNamespace(grpo=SimpleNamespace(loss_norm=norm)), device="cpu")
+    w = RolloutBatches.weights(stub, labels)
+    tok_loss = torch.tensor([[0.0, 1.0, 2.0, 0.0], [0.0, 3.0, 0.0, 0.0], [0.0, 4.0, 5.0, 6.0]])
+    got = ((tok_loss.sum(-1) * w).sum() / 3).item()
+    want = 21 / 6 if norm == "token" else (1.5 + 3.0 + 5.0) / 3
+    assert got == pytest.approx(want, rel=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -28,6 +29,19 @@ def test_sft_labels_are_assistant_replies_plus_eos():
     tok = tiny_tokenizer()
     ids, labels, _ = encode_labelled(tok, CHAT, max_len=512)
     trained = "".join(tok.decode([lab]) for lab in labels if lab != IGNORE)
+    # the ids are the rendered template text, and each trained run of tokens is exactly the
+    # text between an "<|assistant|>\n" and the next "<|user|>"/end (reply + EOS)
+    text = tok.apply_chat_template(CHAT)
+    assert tok.decode(ids) == text
+    runs, cur = [], []
+    for lab in labels:
+        if lab != IGNORE:
+            cur.append(lab)
+        elif cur:
+            runs.append(tok.decode(cur))
+            cur = []
+    pieces = [p.split("\n<|user|>")[0].rstrip("\n") for p in text.split("<|assistant|>\n")[1:]]
+    assert runs == pieces
     # independent of the span logic: the template string's assistant pieces
     assert trained == "hi, how are you?" + EOS_TOKEN + "good" + EOS_TOKEN
     # label t is token t+1 wherever it is trained
@@ -128,3 +142,43 @@ def test_sft_cli_runs_and_saves_hf_checkpoint(tmp_path):
     assert model.config.vocab_size == 320
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 4 and lines[-1]["loss"] < lines[0]["loss"]
+
+
+def test_sft_output_loads_in_transformers_and_runs_eval_chat_and_chat(
+    tmp_path, data_dir, monkeypatch, capsys
+):
+    """A post-trained checkpoint is a plain HF checkpoint: transformers loads model and chat
+    template as-is, and `olmo2 eval --chat` and `olmo2 chat` accept it."""
+    transformers = pytest.importorskip("transformers")
+    init = tiny_checkpoint(tmp_path)
+    rows = [{"instruction": f"say {w}", "output": w} for w in ["hi", "hello", "fox", "dog"]]
+    data = write_jsonl(tmp_path / "sft.jsonl", rows)
+    assert olmo2_main(sft_args(tmp_path, init, data, steps=2)) == 0
+    ckpt = max((tmp_path / "run").glob("stage1-step*"))
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, load_model(ckpt).eval()(ids))
+    hf_tok = transformers.AutoTokenizer.from_pretrained(ckpt)
+    msgs = CHAT[:4]
+    assert hf_tok.apply_chat_template(
+        msgs, tokenize=False, add_generation_prompt=True
+    ) == tiny_tokenizer().apply_chat_template(msgs, add_generation_prompt=True)
+
+    out, dump = tmp_path / "eval.json", tmp_path / "requests.jsonl"
+    assert olmo2_main([
+        "eval", "--model", str(ckpt), "--tasks", "arc_easy:rc::olmes", "--limit", "2", "--chat",
+        "--data-dir", str(data_dir), "--output", str(out), "--dump-requests", str(dump),
+        "--batch-size", "2", "--device", "cpu",
+    ]) == 0  # fmt: skip
+    res = json.loads(out.read_text())
+    assert res["run"]["chat"] and res["tasks"]["arc_easy:rc::olmes"]["metrics"]["num_docs"] == 2
+    first = json.loads(dump.read_text().splitlines()[0])
+    assert "<|user|>\n" in first["context"] and first["context"].endswith("<|assistant|>\n")
+
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("say hi\n/quit\n"))
+    assert (
+        olmo2_main(["chat", "--model", str(ckpt), "--max-new-tokens", "3", "--device", "cpu"]) == 0
+    )
+    assert "1 replies" in capsys.readouterr().out
