@@ -82,6 +82,18 @@ def truncate_jsonl(path: Path, max_step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
+# objective-specific metrics shown on the console line when present: (key, label, format)
+CONSOLE_EXTRAS = [
+    ("ce", "ce", ".4f"),
+    ("z_loss", "z", ".2e"),
+    ("rewards/margin", "margin", ".3f"),
+    ("rewards/accuracy", "acc", ".2f"),
+    ("reward", "reward", ".2f"),
+    ("pass_rate", "pass", ".2f"),
+    ("kl", "kl", ".4f"),
+]
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
@@ -172,9 +184,12 @@ class MetricsLogger:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['lr']:.2e}")
         if m["step"] % self.cfg.log_interval == 0 or m["step"] == self.max_steps:
+            extra = "".join(
+                f" {label} {m[k]:{fmt}}" for k, label, fmt in CONSOLE_EXTRAS if m.get(k) is not None
+            )
             line = (
-                f"step {m['step']:>6}/{self.max_steps} loss {m['loss']:.4f} ce {m.get('ce', math.nan):.4f} "
-                f"z {m.get('z_loss', math.nan):.2e} lr {m['lr']:.3e} gnorm {m['grad_norm']:.3f} "
+                f"step {m['step']:>6}/{self.max_steps} loss {m['loss']:.4f}{extra} "
+                f"lr {m['lr']:.3e} gnorm {m['grad_norm']:.3f} "
                 f"tok/s {m['tokens_per_s']:,.0f} mfu {100 * m['mfu']:.1f}% mem {m['memory_gb']:.2f}GB "
                 f"eta {_fmt_eta(m['eta_s'])}"
                 + (f" SKIPPED ({m['skipped']})" if m.get("skipped") else "")

@@ -343,9 +343,13 @@ class TokenFileEval:
     def __init__(
         self, paths: list[str], seq_len: int, max_chunks: int, tokenizer=None, batch_size: int = 8
     ):
+        from olmo2.data.loader import expand_paths
         from olmo2.eval.perplexity import token_byte_lengths, token_file_chunks
 
-        self.sets = {Path(p).stem: token_file_chunks(p, seq_len, max_chunks) for p in paths}
+        self.sets = {}  # one set per entry: a file, or a directory / glob of token files
+        for entry, files in zip(paths, expand_paths(paths, "data.eval_paths")):
+            chunks = torch.cat([token_file_chunks(f, seq_len, max_chunks) for f in files])
+            self.sets[Path(entry).stem] = chunks[:max_chunks]
         self.token_bytes = token_byte_lengths(tokenizer) if tokenizer is not None else None
         self.batch_size = batch_size
 
