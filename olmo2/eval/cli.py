@@ -69,10 +69,7 @@ def run(args) -> int:
     model, tok, identity = _load(args)
     from olmo2.eval.harness import Harness, evaluate
 
-    if args.quantize:
-        harness = _quantized_harness(model, tok, batch_size, args.cache, args.quantize)
-    else:
-        harness = Harness(model, tok, batch_size=batch_size, cache_path=args.cache)
+    harness = Harness(model, tok, batch_size=batch_size, cache_path=args.cache)
     identity["fingerprint"] = harness.fingerprint
     t0 = time.time()
     results = {"tasks": {}, "suites": {}}
@@ -139,24 +136,11 @@ def _load(args):
         "quantize": args.quantize,
         "tokenizer": getattr(tok, "source", ""),
     }
+    if args.quantize:  # after counting parameters: packed int8 weights are not parameters
+        from olmo2.model.quantize import quantize_model
+
+        quantize_model(model, args.quantize)
     return model, tok, identity
-
-
-def _quantized_harness(model, tok, batch_size, cache_path, method: str):
-    """A Harness over `model` quantized in place. `model_fingerprint` reads every state_dict
-    entry as a tensor, which int8 packed weights are not, so fingerprint the fp32 weights
-    first and derive the int8 model's fingerprint (and cache key) from it."""
-    import hashlib
-
-    from olmo2.eval.harness import Harness, ResultCache
-    from olmo2.model.quantize import quantize_model
-
-    harness = Harness(model, tok, batch_size=batch_size)
-    quantize_model(model, method)
-    fp = hashlib.sha256(f"{harness.fingerprint}:{method}".encode()).hexdigest()[:16]
-    harness.fingerprint = fp
-    harness.cache = ResultCache(cache_path, fp) if cache_path else None
-    return harness
 
 
 def _dump_only(args, keys, ddir) -> int:

@@ -85,13 +85,26 @@ def encode_pair(
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     """A cheap identity of the weights: sha256 over every tensor's name, shape, sum and first
-    values (changes whenever the weights do, without hashing gigabytes)."""
+    values (changes whenever the weights do, without hashing gigabytes). Packed entries of
+    quantized layers (tuples of tensors and settings) are hashed part by part."""
     h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        flat = p.detach().reshape(-1)
-        total = torch.sum(flat, dtype=torch.float64).item()  # no float64 copy of the tensor
-        h.update(f"{name}{tuple(p.shape)}{total:.10e}".encode())
-        h.update(flat[:64].float().cpu().numpy().tobytes())
+
+    def add(name: str, value) -> None:
+        if isinstance(value, (tuple, list)):
+            for i, v in enumerate(value):
+                add(f"{name}.{i}", v)
+        elif isinstance(value, torch.Tensor):
+            flat = value.detach().reshape(-1)
+            if flat.is_quantized:
+                flat = flat.int_repr()
+            total = torch.sum(flat, dtype=torch.float64).item()  # no float64 copy
+            h.update(f"{name}{tuple(value.shape)}{value.dtype}{total:.10e}".encode())
+            h.update(flat[:64].float().cpu().numpy().tobytes())
+        else:
+            h.update(f"{name}={value!r}".encode())
+
+    for name, value in sorted(model.state_dict().items()):
+        add(name, value)
     return h.hexdigest()[:16]
 
 
