@@ -196,3 +196,36 @@ def test_missing_checker_fails_before_any_model_work(monkeypatch, data_dir):
     with pytest.raises(ValueError, match="gsm8k_score"):
         get_task("gsm8k::olmes").check_ready()
     get_task("gsm8k::bpb").check_ready()  # scored by log-likelihood only
+
+
+def test_missing_file_falls_back_to_the_hub_dataset(tmp_path, data_dir, monkeypatch):
+    """Without the data file, rows come from `datasets.load_dataset(name, config, split)`
+    (a stand-in module here: tests never touch the network) and give the same requests."""
+    import json
+    import sys
+    import types
+
+    src = data_dir / "eval" / "arc_easy" / "test.jsonl"
+    rows = [json.loads(x) for x in src.read_text().splitlines()[:5]]
+    calls = []
+
+    def load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return rows
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    task = get_task("arc_easy:rc::olmes")
+    online = task.requests(task.docs(tmp_path))
+    assert calls == [("allenai/ai2_arc", "ARC-Easy", "test")]
+    local_dir = tmp_path / "local"
+    (local_dir / "eval" / "arc_easy").mkdir(parents=True)
+    (local_dir / "eval" / "arc_easy" / "test.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows)
+    )
+    local = task.requests(task.docs(local_dir))
+    assert len(online) > 5 and online == local
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="allenai/ai2_arc:ARC-Easy"):
+        task.docs(tmp_path)

@@ -8,6 +8,8 @@ answers them in any order it likes; `score()` turns the answers back into metric
 from __future__ import annotations
 
 import json
+import logging
+import os
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +30,8 @@ from olmo2.eval.formats import (
     with_shots,
 )
 
+log = logging.getLogger(__name__)
+
 SUBSAMPLE_SEED = 1234
 """OLMES `random_subsample_seed`: `limit` picks `random.Random(1234).sample(docs, limit)`."""
 
@@ -44,14 +48,41 @@ class TaskConfig:
     seed: int = SUBSAMPLE_SEED
 
 
+# file stems of the shared data directory that are not the HF split's name
+SPLIT_OF_STEM = {
+    "math500_test": "test",
+    "input_data": "train",
+    "lambada_openai_test": "test",
+    "validation_olmes_sample1000": "validation",
+}
+
+
 def read_jsonl(path: Path, hub_id: str) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: evaluation data file is missing; pass --data-dir pointing at a directory "
-            f"laid out like shared/data (this file holds the HF dataset {hub_id!r})"
-        )
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Rows of a data-directory file; when it is missing and the machine is online, the same
+    rows from the Hugging Face dataset `hub_id` ("name" or "name:config", split = the file's
+    stem) through the `datasets` package."""
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    missing = (
+        f"{path}: evaluation data file is missing; pass --data-dir pointing at a directory "
+        f"laid out like shared/data (this file holds the HF dataset {hub_id!r})"
+    )
+    offline = any(os.environ.get(v) == "1" for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    if not hub_id or offline:
+        raise FileNotFoundError(missing)
+    try:
+        import datasets
+    except ImportError:
+        raise FileNotFoundError(f"{missing}, or `pip install datasets` to read it online") from None
+    name, _, config = hub_id.partition(":")
+    split = SPLIT_OF_STEM.get(path.stem, path.stem)
+    log.info("%s missing: reading %s (%s) split %s from the hub", path, name, config, split)
+    try:
+        rows = datasets.load_dataset(name, config or None, split=split)
+    except Exception as e:  # offline, unknown split...: name what was tried
+        raise FileNotFoundError(f"{missing}; the hub fallback failed: {e}") from None
+    return [dict(r) for r in rows]
 
 
 def subsample(docs: list, limit: int | None, seed: int = SUBSAMPLE_SEED) -> list:

@@ -14,7 +14,7 @@ from pathlib import Path
 from olmo2.eval.formats import MCDoc
 from olmo2.eval.tasks.base import MultipleChoiceTask, TaskConfig, read_jsonl
 
-HUB_ID = "cais/mmlu"
+HUB_ID = "cais/mmlu:all"
 SUBJECTS = (
     "abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology "
     "college_chemistry college_computer_science college_mathematics college_medicine "
