@@ -12,13 +12,15 @@ transformers `Olmo2DecoderLayer`):
 - RMSNorm eps 1e-6, normalise in fp32, multiply by the weight in fp32, cast back.
 - **Loss**: cross-entropy in fp32 plus z-loss 1e-5·mean(logsumexp²) (PaLM; OLMo 2 §2.3).
 
-Attention runs through `scaled_dot_product_attention` (flash kernels on GPU). Tensor-shape
-suffixes: B batch, T query length, S key length, D model width, H heads, K kv heads, E head dim,
-V vocab.
+Attention runs through `scaled_dot_product_attention` (flash kernels on GPU). Single-token
+decoding with a KV cache takes a leaner path (`Block.decode`: same math, fewer tensor ops).
+Tensor-shape suffixes: B batch, T query length, S key length, D model width, H heads, K kv
+heads, E head dim, V vocab.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -35,9 +37,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # one fused kernel; same math as x·rsqrt(mean(x²)+eps)·w, all in fp32
-        y = F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
-        return y.to(x.dtype)
+        # one call; same math as x·rsqrt(mean(x²)+eps)·w, all in fp32
+        w = self.weight
+        if x.dtype == w.dtype == torch.float32:  # skip the no-op casts (decoding is op-bound)
+            return F.rms_norm(x, w.shape, w, self.eps)
+        return F.rms_norm(x.float(), w.shape, w.float(), self.eps).to(x.dtype)
 
 
 def rope_cos_sin(positions_BT: torch.Tensor, head_dim: int, theta: float):
@@ -54,6 +58,64 @@ def apply_rope(x_BHTE: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> to
     x = x_BHTE.float()
     x1, x2 = x.chunk(2, dim=-1)
     return (x * cos + torch.cat((-x2, x1), dim=-1) * sin).to(x_BHTE.dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _rotate_half_matrix(E: int, device: torch.device) -> torch.Tensor:
+    """R [E, E] with x @ R == cat(-x2, x1) (exact: one ±1 per column)."""
+    with torch.inference_mode(False):
+        R, h = torch.zeros(E, E, device=device), E // 2
+        R[torch.arange(h, E), torch.arange(h)] = -1.0
+        R[torch.arange(h), torch.arange(h, E)] = 1.0
+        return R
+
+
+def rope_matrix(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """M [B, E, E] = diag(cos) + R·diag(sin) for fp32 cos/sin of one position per row, so that
+    x @ M == apply_rope(x, cos, sin): decoding applies RoPE as one bmm instead of ~8 ops."""
+    B, E = cos.shape[0], cos.shape[-1]
+    R = _rotate_half_matrix(E, cos.device)
+    return torch.diag_embed(cos.reshape(B, E)) + R * sin.reshape(B, 1, E)
+
+
+def _rope_bmm(x_BN: torch.Tensor, rope_BEE: torch.Tensor) -> torch.Tensor:
+    """apply_rope for one token per row: [B, n·E] -> [B, n, 1, E], computed in fp32."""
+    B, E = rope_BEE.shape[0], rope_BEE.shape[-1]
+    y = torch.bmm(x_BN.float().view(B, -1, E), rope_BEE)
+    return y.to(x_BN.dtype).view(B, -1, 1, E)
+
+
+@functools.lru_cache(maxsize=32)
+def _mean_col(n: int, eps: float, device: torch.device):
+    """(column of 1/n [n, 1], [eps]) in fp32: mean(x²) + eps of rows as one addmm."""
+    with torch.inference_mode(False):  # constants usable outside inference mode too
+        col = torch.full((n, 1), 1.0 / n, device=device)
+        return col, torch.tensor([eps], device=device)
+
+
+def _rsqrt_mean_sq(x_BN: torch.Tensor, eps: float) -> torch.Tensor:
+    """rsqrt(mean(x²) + eps) [B, 1] of fp32 rows in 3 ops (F.rms_norm takes ~8 on CPU)."""
+    col, e = _mean_col(x_BN.shape[-1], eps, x_BN.device)
+    return torch.addmm(e, x_BN * x_BN, col).rsqrt_()
+
+
+def _linear(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """m(x) without nn.Module call overhead for a plain bias-free nn.Linear (int8 ones: m(x))."""
+    return F.linear(x, m.weight) if type(m) is nn.Linear else m(x)
+
+
+def _norm(norm: RMSNorm, x_BN: torch.Tensor) -> torch.Tensor:
+    """norm(x) of [B, N] rows for decoding (fp32 only; other dtypes call `norm`)."""
+    if x_BN.dtype != torch.float32:
+        return norm(x_BN)
+    return x_BN * _rsqrt_mean_sq(x_BN, norm.eps) * norm.weight
+
+
+def _add_norm(h_BD: torch.Tensor, norm: RMSNorm, y_BD: torch.Tensor) -> torch.Tensor:
+    """h + norm(y) for decoding, as `_norm`."""
+    if y_BD.dtype != torch.float32:
+        return h_BD + norm(y_BD)
+    return torch.addcmul(h_BD, y_BD * _rsqrt_mean_sq(y_BD, norm.eps), norm.weight)
 
 
 class KVCache:
@@ -81,14 +143,13 @@ class KVCache:
         slots = torch.arange(max_len, device=self.left_pad.device)
         self.valid = slots[None] >= self.left_pad[:, None]  # B S: not a padding slot
         self.padded = bool(self.left_pad.any())
+        self.valid_B11S = self.valid[:, None, None]
         positions = (slots[None] - self.left_pad[:, None]).clamp(min=0)
         self.cos, self.sin = rope_cos_sin(positions, config.head_dim, config.rope_theta)
 
     def rope(self, T: int):
         """fp32 cos/sin [B, 1, T, E] of the next T slots (computed once per cache)."""
-        return self.cos[:, :, self.length : self.length + T], self.sin[
-            :, :, self.length : self.length + T
-        ]
+        return self.cos.narrow(2, self.length, T), self.sin.narrow(2, self.length, T)
 
     def mask(self, T: int) -> torch.Tensor | None:
         """Bool [B, 1, T, S]: causal over slots, padding slots hidden (a padding query sees
@@ -96,7 +157,7 @@ class KVCache:
         new token and no padding."""
         S = self.length + T
         if T == 1:
-            return self.valid[:, None, None, :S] if self.padded else None
+            return self.valid_B11S[..., :S] if self.padded else None
         q = torch.arange(self.length, S, device=self.left_pad.device)[:, None]
         k = torch.arange(S, device=self.left_pad.device)[None]
         return ((k <= q)[None] & self.valid[:, None, :S] | (k == q)[None])[:, None]
@@ -105,9 +166,10 @@ class KVCache:
         T = k_BKTE.shape[2]
         if self.length + T > self.max_len:
             raise ValueError(f"KV cache full: {self.length}+{T} > max_len {self.max_len}")
-        self.k[layer, :, :, self.length : self.length + T] = k_BKTE
-        self.v[layer, :, :, self.length : self.length + T] = v_BKTE
-        return self.k[layer, :, :, : self.length + T], self.v[layer, :, :, : self.length + T]
+        k, v = self.k[layer], self.v[layer]
+        k.narrow(2, self.length, T).copy_(k_BKTE)
+        v.narrow(2, self.length, T).copy_(v_BKTE)
+        return k.narrow(2, 0, self.length + T), v.narrow(2, 0, self.length + T)
 
 
 class Attention(nn.Module):
@@ -159,8 +221,25 @@ class Block(nn.Module):
         self.feed_forward_norm = RMSNorm(config.d_model, config.norm_eps)
 
     def forward(self, x, cos, sin, mask=None, cache=None):
+        """x [B, T, D]; or x [B, D]: one decoding step with `cache`, where `cos` is the
+        `rope_matrix` and `sin` unused (so a block stays one module call: FSDP hooks run)."""
+        if x.dim() == 2:
+            return self.decode(x, cos, mask, cache)
         h = x + self.attention_norm(self.attention(x, cos, sin, mask, cache))
         return h + self.feed_forward_norm(self.feed_forward(h))
+
+    def decode(self, x_BD, rope_BEE, mask, cache: KVCache) -> torch.Tensor:
+        """`forward` for one new token per row on [B, D] in about half the tensor ops (no
+        nn.Module calls inside, norms in 5 ops, RoPE in 1): small models decode op-bound."""
+        a, f, B = self.attention, self.feed_forward, x_BD.shape[0]
+        H, K, E = a.config.n_heads, a.config.n_kv_heads, a.config.head_dim
+        q = _rope_bmm(_norm(a.q_norm, _linear(a.w_q, x_BD)), rope_BEE)
+        k = _rope_bmm(_norm(a.k_norm, _linear(a.w_k, x_BD)), rope_BEE)
+        k, v = cache.update(a.layer, k, _linear(a.w_v, x_BD).view(B, K, 1, E))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=K != H)
+        h = _add_norm(x_BD, self.attention_norm, _linear(a.w_out, y.reshape(B, H * E)))
+        y = _linear(f.w2, F.silu(_linear(f.w1, h)) * _linear(f.w3, h))
+        return _add_norm(h, self.feed_forward_norm, y)
 
 
 class Olmo2(nn.Module):
@@ -209,6 +288,8 @@ class Olmo2(nn.Module):
         document (intra-document masking). `cache` decodes incrementally.
         """
         B, T = input_ids.shape
+        if cache is not None and T == 1:
+            return self._decode(input_ids, cache)
         mask = None
         if cache is not None:
             (cos, sin), mask = cache.rope(T), cache.mask(T)
@@ -229,6 +310,15 @@ class Olmo2(nn.Module):
         if last_only:
             h = h[:, -1:]
         return self.lm_head(self.norm(h))
+
+    def _decode(self, ids_B1: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """`forward` for one new token per row: [B, D] activations through `Block.decode`."""
+        rope, mask = rope_matrix(*cache.rope(1)), cache.mask(1)
+        h = F.embedding(ids_B1[:, 0], self.embeddings.weight)  # [B, D]
+        for block in self.blocks:
+            h = block(h, rope, None, mask, cache)
+        cache.length += 1
+        return _linear(self.lm_head, _norm(self.norm, h))[:, None]
 
 
 @dataclass
