@@ -115,3 +115,36 @@ def test_changed_settings_refuse_to_mix_into_a_run(tmp_path):
     out.mkdir()
     (out / "demo-state.json").write_text(json.dumps({"config": {"preset": "cpu"}, "stages": {}}))
     assert olmo2_main(["demo", "--tiny", "--no-data-dir", "--out", str(out)]) == 2
+
+
+def test_hub_post_training_rows(tmp_path, monkeypatch):
+    """`--hub` without a data directory streams the OLMo 2 SFT and preference mixtures (a
+    stand-in `datasets` module here: tests never touch the network)."""
+    import types
+
+    from olmo2.demo.config import preset
+    from olmo2.demo.tasks import HUB_DPO, HUB_SFT, write_posttrain_data
+
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    bad = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]
+    hub = {HUB_SFT: [{"id": "a", "messages": msgs}], HUB_DPO: [{"chosen": msgs, "rejected": bad}]}
+    calls = []
+
+    class Stream(list):
+        def take(self, n):
+            return self[:n]
+
+    def load_dataset(name, split, streaming):
+        calls.append((name, split, streaming))
+        return Stream(hub[name])
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    cfg = preset("tiny")
+    cfg.hub = True
+    files = write_posttrain_data(tmp_path, None, cfg)
+    assert calls == [(HUB_SFT, "train", True), (HUB_DPO, "train", True)]
+    assert HUB_SFT in files["sft.jsonl"] and HUB_DPO in files["dpo.jsonl"]
+    dpo = [json.loads(x) for x in (tmp_path / "dpo.jsonl").read_text().splitlines()]
+    assert dpo == [{"messages": msgs[:1], "chosen": "hello", "rejected": "go away"}]
+    sft = [json.loads(x) for x in (tmp_path / "sft.jsonl").read_text().splitlines()]
+    assert {"messages": msgs} in sft and len(sft) == 1 + cfg.add_sft_rows

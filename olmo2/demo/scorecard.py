@@ -50,7 +50,9 @@ def evaluate_checkpoint(
     out: dict = {"checkpoint": str(path)}
     bpb = documents_bpb(model, tok, heldout, max_length=cfg.seq_len, progress=False)
     out["heldout_bpb"] = bpb.bits_per_byte
-    if data_dir is not None and cfg.olmes_tasks:
+    if (data_dir is not None or cfg.hub) and cfg.olmes_tasks:
+        # with --hub and no data directory, every task file is "missing" and read from the hub
+        data_dir = data_dir or path / "no-data-dir"
         res = evaluate(
             Harness(model, tok, progress=False), cfg.olmes_tasks, data_dir, cfg.olmes_limit
         )

@@ -3,7 +3,10 @@
 With a data directory the instruction (SFT) and preference (DPO) rows are the public
 `posttrain/rasbt_instruction_data*.json` sets; without one the demo generates its own
 string tasks (reverse a word: the preferred reply is the reversed word, the rejected one the
-word unchanged). The verifiable task is single-step addition `a+b=` with operands 0..N,
+word unchanged). With `--hub` and no data directory they are the first rows of the OLMo 2
+post-training sets on the Hugging Face hub (`HUB_SFT`, `HUB_DPO`, streamed: nothing else is
+downloaded).
+The verifiable task is single-step addition `a+b=` with operands 0..N,
 scored by `olmo2.post.rewards.add_score`.
 
 The SFT addition replies carry a systematic error, as imperfect SFT data does: most of them
@@ -20,6 +23,20 @@ from pathlib import Path
 
 from olmo2.post import rewards as R
 from olmo2.post.data import BadRow, preference_pair, sft_messages, write_jsonl
+
+HUB_SFT = "allenai/tulu-3-sft-olmo-2-mixture"
+"""OLMo 2 Instruct SFT mixture: rows {id, messages, source}."""
+HUB_DPO = "allenai/olmo-2-1124-7b-preference-mix"
+"""OLMo 2 7B preference mixture: rows {chosen, rejected} as message lists."""
+
+
+def hub_rows(name: str, n: int) -> list[dict]:
+    """The first `n` rows of a hub dataset's train split, streamed."""
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError("--hub needs the `datasets` package: pip install datasets") from None
+    return [dict(r) for r in datasets.load_dataset(name, split="train", streaming=True).take(n)]
 
 
 def addition_prompts(add_max: int) -> list[dict]:
@@ -58,17 +75,26 @@ def _rasbt(data_dir: Path | None, name: str) -> list[dict] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def instruction_rows(data_dir: Path | None, n: int, seed: int) -> tuple[list[dict], str]:
+def instruction_rows(
+    data_dir: Path | None, n: int, seed: int, hub: bool = False
+) -> tuple[list[dict], str]:
     """(SFT rows as messages, description of the source)."""
     rows = _rasbt(data_dir, "rasbt_instruction_data.json")
+    if rows is None and hub:
+        return [{"messages": sft_messages(r)} for r in hub_rows(HUB_SFT, n)], HUB_SFT
     if rows is not None:
         return [{"messages": sft_messages(r)} for r in rows[:n]], "rasbt_instruction_data.json"
     return R.with_answers(R.reverse_rows(n, seed)), "generated: reverse a word"
 
 
-def preference_rows(data_dir: Path | None, n: int, seed: int) -> tuple[list[dict], str]:
+def preference_rows(
+    data_dir: Path | None, n: int, seed: int, hub: bool = False
+) -> tuple[list[dict], str]:
     """(DPO rows {messages, chosen, rejected}, description of the source)."""
     rows = _rasbt(data_dir, "rasbt_instruction_data_with_preference.json")
+    source = "rasbt_instruction_data_with_preference.json"
+    if rows is None and hub:
+        rows, source = hub_rows(HUB_DPO, n), HUB_DPO
     if rows is not None:
         out = []
         for r in rows[:n]:
@@ -77,7 +103,7 @@ def preference_rows(data_dir: Path | None, n: int, seed: int) -> tuple[list[dict
             except BadRow:  # e.g. an empty reply: `olmo2 dpo` would count and skip it too
                 continue
             out.append({"messages": messages, "chosen": chosen, "rejected": rejected})
-        return out, "rasbt_instruction_data_with_preference.json"
+        return out, source
     out = []
     for r in R.reverse_rows(n, seed + 1):
         word = r["ground_truth"][::-1]
@@ -88,11 +114,11 @@ def preference_rows(data_dir: Path | None, n: int, seed: int) -> tuple[list[dict
 def write_posttrain_data(out: Path, data_dir: Path | None, cfg) -> dict:
     """Write sft.jsonl, dpo.jsonl, grpo.jsonl into `out`; return a description per file."""
     out.mkdir(parents=True, exist_ok=True)
-    instruct, isrc = instruction_rows(data_dir, cfg.instruct_rows, seed=0)
+    instruct, isrc = instruction_rows(data_dir, cfg.instruct_rows, seed=0, hub=cfg.hub)
     adds = noisy_addition_sft(cfg.add_max, cfg.add_sft_rows, cfg.add_sft_correct, seed=0)
     sft = instruct + adds
     random.Random(1).shuffle(sft)
-    prefs, psrc = preference_rows(data_dir, cfg.dpo_rows, seed=0)
+    prefs, psrc = preference_rows(data_dir, cfg.dpo_rows, seed=0, hub=cfg.hub)
     prompts = addition_prompts(cfg.add_max)
     write_jsonl(sft, out / "sft.jsonl")
     write_jsonl(prefs, out / "dpo.jsonl")
