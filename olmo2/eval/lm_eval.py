@@ -7,21 +7,26 @@ harness:
 * `loglikelihood_rolling([(text,)])` -> `perplexity.document_logprob` (EOS-conditioned)
 * `generate_until([(context, {"until": [...], "max_gen_toks": N})])` -> greedy `Harness.generate`
 
-Use it from Python with an instance:
+From the command line, with lm-eval's own arguments (lm-eval's `lm_eval` script cannot load
+model classes from other packages, lm-eval issue #1621, so this module is the launcher: it
+registers `olmo2` and hands over to lm-eval's CLI):
+
+    python -m olmo2.eval.lm_eval --model olmo2 --model_args path=DIR --tasks arc_easy
+
+From Python, with an instance:
 
     import lm_eval
     from olmo2.eval.lm_eval import OLMo2LM
-    lm_eval.simple_evaluate(model=OLMo2LM(pretrained="path/to/ckpt"), tasks=["arc_easy"])
+    lm_eval.simple_evaluate(model=OLMo2LM(path="path/to/ckpt"), tasks=["arc_easy"])
 
-or, after `import olmo2.eval.lm_eval` (which registers the name), as `--model olmo2
---model_args pretrained=path/to/ckpt` from a script that imports it first (lm-eval's CLI
-no longer loads external model classes by itself, lm-eval issue #1621).
+`path=` and `pretrained=` are the same argument (a checkpoint directory or hub id).
 """
 
 from __future__ import annotations
 
 import logging
 
+import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
@@ -37,6 +42,7 @@ class OLMo2LM(LM):
     def __init__(
         self,
         pretrained: str | None = None,
+        path: str | None = None,
         model=None,
         tokenizer=None,
         batch_size: int | str = "auto",
@@ -46,9 +52,13 @@ class OLMo2LM(LM):
         **kwargs,
     ):
         super().__init__()
+        pretrained = pretrained or path
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            log.warning("device %s is not available (lm-eval's CLI default); using cpu", device)
+            device = "cpu"
         if model is None:
             if pretrained is None:
-                raise ValueError("OLMo2LM: pass pretrained=PATH_OR_HUB_ID or model=/tokenizer=")
+                raise ValueError("OLMo2LM: pass path=PATH_OR_HUB_ID or model=/tokenizer=")
             import olmo2
 
             model, loaded_tok = olmo2.load(pretrained, dtype=dtype, device=device)
@@ -105,3 +115,9 @@ class OLMo2LM(LM):
         return self.tokenizer.apply_chat_template(
             chat_history, add_generation_prompt=add_generation_prompt
         )
+
+
+if __name__ == "__main__":
+    from lm_eval.__main__ import cli_evaluate
+
+    cli_evaluate()
