@@ -184,3 +184,92 @@ def test_activation_checkpointing_and_bf16(tmp_path, data):
     np.testing.assert_allclose(losses(tmp_path / "ac"), ref, rtol=0, atol=1e-6)
     np.testing.assert_allclose(losses(tmp_path / "bf16"), ref, rtol=0, atol=2e-2)
     assert losses(tmp_path / "bf16") != ref  # autocast really ran in bf16
+
+
+def test_reset_trainer_state_takes_weights_only(tmp_path, data):
+    """`model.reset_trainer_state`: start from any HF checkpoint's weights with a fresh
+    optimizer, step counter and data position (continued pretraining / fine-tuning)."""
+    from olmo2.train.cli import build
+    from olmo2.train.config import TrainConfig, load_config
+
+    from .helpers import RECIPE, args
+
+    assert train(tmp_path / "s1", data, steps=3) == 0
+    c1 = ckpt.latest(tmp_path / "s1")
+    extra = [f"model.load_path={c1}", "model.size=null", "model.reset_trainer_state=true"]
+    t, resumed = build(load_config(TrainConfig, RECIPE, args(tmp_path / "s2", data, *extra)[2:]))
+    assert resumed is None and t.step == 0 and t.tokens == 0
+    assert not t.optimizer.state  # no AdamW moments carried over
+    from olmo2.model.hf import read_state_dict
+
+    want = read_state_dict(c1, dtype=torch.float32)
+    for name, p in t.model.state_dict().items():
+        assert torch.equal(p, want[name]), name
+    t.fit()
+    assert ckpt.latest(tmp_path / "s2").name.startswith("stage1-step6-")
+
+
+def test_label_mask_files_drop_masked_targets_from_the_loss(tmp_path, data):
+    """`data.label_mask_paths`: positions whose mask is False are not trained on, so the
+    loss units per step are exactly the unmasked targets."""
+    tokens = np.fromfile(data, dtype=np.uint32)
+    mask = np.zeros(len(tokens), dtype=np.bool_)
+    mask[::4] = True  # train on one target in four
+    mask.tofile(tmp_path / "train.mask.npy")
+    run = tmp_path / "run"
+    assert train(run, data, f"data.label_mask_paths=[{tmp_path / 'train.mask.npy'}]", steps=3) == 0
+    m = read_jsonl(run / "metrics.jsonl")
+    full = 8 * 31  # global batch 8 × (seq_len 32 − 1) targets
+    assert all(0 < x["units"] < full / 2 for x in m), [x["units"] for x in m]
+
+
+def test_non_finite_loss_skips_the_update(tmp_path, data):
+    """The NaN/inf guard inside `train_step`: the parameters and AdamW state stay untouched
+    and the step is recorded as skipped."""
+    from olmo2.train.cli import build
+    from olmo2.train.config import TrainConfig, load_config
+
+    from .helpers import RECIPE, args
+
+    t, _ = build(load_config(TrainConfig, RECIPE, args(tmp_path / "run", data, steps=3)[2:]))
+    batch = next(iter(t.data))
+    t.train_step(batch)
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    moments = {id(p): s["exp_avg"].clone() for p, s in t.optimizer.state.items()}
+
+    class Poisoned(LMObjective):
+        def loss(self, model, mb):
+            loss, metrics = super().loss(model, mb)
+            return loss * float("nan"), metrics
+
+    t.objective = Poisoned()
+    out = t.train_step(batch)
+    assert out["skipped"] == "non-finite"
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for p, s in t.optimizer.state.items():
+        assert torch.equal(s["exp_avg"], moments[id(p)])
+    assert all(p.grad is None for p in t.model.parameters())
+
+
+def test_clipping_bounds_the_applied_gradient(tmp_path, data):
+    """`optim.clip_grad_norm`: the reported norm is the pre-clip norm, and the gradient the
+    optimizer sees has norm at most the limit."""
+    from olmo2.train.cli import build
+    from olmo2.train.config import TrainConfig, load_config
+
+    from .helpers import RECIPE, args
+
+    cfg = args(tmp_path / "run", data, "optim.clip_grad_norm=0.01", steps=2)[2:]
+    t, _ = build(load_config(TrainConfig, RECIPE, cfg))
+    seen = []
+    step = t.optimizer.step
+
+    def spy(*a, **k):
+        grads = [p.grad for p in t.model.parameters() if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return step(*a, **k)
+
+    t.optimizer.step = spy
+    out = t.train_step(next(iter(t.data)))
+    assert out["grad_norm"] > 0.01 and seen[0] == pytest.approx(0.01, rel=1e-4)
