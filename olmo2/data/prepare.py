@@ -44,7 +44,7 @@ from olmo2.data.decontam import ContaminationIndex, DecontamConfig
 from olmo2.data.dedup import DedupConfig, Deduplicator, DocFeatures, remove_paragraphs
 from olmo2.data.documents import Document, ReadStats, check_inputs, iter_documents
 from olmo2.data.filters import FILTER_NAMES, FilterConfig, FilterPipeline
-from olmo2.utils import atomic_path, data_dir, write_text_atomic
+from olmo2.utils import atomic_path, data_dir, sha256_file, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -446,7 +446,11 @@ def prepare(cfg: PrepareConfig) -> dict:
         raise ValueError(f"no documents in {', '.join(cfg.inputs)} (empty input)")
     t1 = time.perf_counter()
     _pin_settings(cfg)
-    extra = {"prepare": {"config": _jsonable(cfg), "funnel": funnel.to_dict()}}
+    inputs = [
+        {"path": str(p), "bytes": Path(p).stat().st_size, "sha256": sha256_file(p)}
+        for p in cfg.inputs
+    ]
+    extra = {"prepare": {"config": _jsonable(cfg), "funnel": funnel.to_dict(), "inputs": inputs}}
     manifest = tokenize_documents(
         survivors(cfg, decisions),
         cfg.tokenizer,

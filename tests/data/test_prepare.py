@@ -97,6 +97,16 @@ def test_planted_corpus_funnel_and_manifest(tmp_path, dolma2_path, eval_dir):
     assert funnel["contaminated"] == exp["contaminated"]
     assert funnel["documents_out"] == manifest["documents"] == len(exp["ids"])
     assert manifest["prepare"]["config"]["dedup"]["threshold"] == 0.8
+    import hashlib
+
+    assert manifest["prepare"]["inputs"] == [
+        {
+            "path": str(p),
+            "bytes": p.stat().st_size,
+            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+        }
+        for p in inputs
+    ]
     # Attribute files: one row per input document, saying why it was dropped.
     rows = [json.loads(x) for x in (attrs / "web_b.attributes.jsonl").read_text().splitlines()]
     why = {r["id"]: r["attributes"]["olmo2_drop"] for r in rows}
