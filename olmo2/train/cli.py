@@ -30,7 +30,7 @@ from olmo2.train import checkpoint as ckpt
 from olmo2.train import distributed as D
 from olmo2.train.config import TrainConfig, dump_yaml, load_config
 from olmo2.train.data import build_loader
-from olmo2.train.trainer import TokenFileEval, Trainer
+from olmo2.train.trainer import TaskEval, TokenFileEval, Trainer
 from olmo2.utils import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,14 @@ def build(cfg: TrainConfig) -> tuple[Trainer, Path | None]:
         if (start / ckpt.META).is_file():
             meta = ckpt.verify(start)
     tokenizer = _load_tokenizer(cfg.data.tokenizer)
-    evaluator = (
-        TokenFileEval(cfg.data.eval_paths, cfg.data.seq_len, cfg.data.eval_max_chunks, tokenizer)
-        if cfg.data.eval_paths
-        else None
-    )
+    d = cfg.data
+    evaluators = []
+    if d.eval_paths:
+        evaluators.append(TokenFileEval(d.eval_paths, d.seq_len, d.eval_max_chunks, tokenizer))
+    if d.eval_tasks:
+        if tokenizer is None:
+            raise ValueError("data.eval_tasks needs data.tokenizer (the prompts are text)")
+        evaluators.append(TaskEval(d.eval_tasks, d.eval_data_dir, d.eval_tasks_limit, tokenizer))
     # ---- inputs are valid: from here on we write ---------------------------------------
     if D.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -118,9 +121,7 @@ def build(cfg: TrainConfig) -> tuple[Trainer, Path | None]:
         for block in model.blocks:
             block.compile()
     model = D.wrap(model, strategy, cfg.distributed.param_dtype)
-    trainer = Trainer(
-        cfg, model, data, evaluators=[evaluator] if evaluator else [], tokenizer=tokenizer
-    )
+    trainer = Trainer(cfg, model, data, evaluators=evaluators, tokenizer=tokenizer)
     if resume is not None:
         trainer.resume(resume)
     elif start is not None and meta is not None and not cfg.model.reset_trainer_state:

@@ -72,6 +72,12 @@ class DataSection:
     eval_paths: list[str] = field(default_factory=list)
     """Held-out token files for in-loop bits-per-byte."""
     eval_max_chunks: int = 32
+    eval_tasks: list[str] = field(default_factory=list)
+    """Downstream tasks scored in-loop, OLMES keys (e.g. `arc_easy:rc::olmes`); needs
+    `tokenizer` and the eval sets (`eval_data_dir`, else $OLMO2_DATA_DIR)."""
+    eval_tasks_limit: int | None = 200
+    """Documents per task (the OLMES seeded subsample), so in-loop evaluation stays cheap."""
+    eval_data_dir: str | None = None
     tokenizer: str | None = None
     """tokenizer.json, needed to turn eval nats into bits per byte."""
 

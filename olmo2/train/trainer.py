@@ -376,3 +376,35 @@ class TokenFileEval:
                 ).bits_per_byte
         model.train(was)
         return out
+
+
+class TaskEval:
+    """In-loop downstream evaluation: OLMES tasks through `olmo2.eval` (the same prompts,
+    normalisations and scoring as `olmo2 eval`) on each task's seeded document subsample.
+    Bad task keys or missing eval files fail here, before training starts."""
+
+    def __init__(self, tasks: list[str], data_dir: str | None, limit: int | None, tokenizer):
+        from olmo2.eval.tasks import get_task, resolve
+        from olmo2.utils import data_dir as find_data_dir
+
+        self.tasks, self.limit, self.tokenizer = list(tasks), limit, tokenizer
+        self.data_dir = find_data_dir(data_dir)
+        for key in resolve(self.tasks)[0]:
+            task = get_task(key)
+            task.check_ready()
+            task.docs(self.data_dir, limit)
+
+    @torch.no_grad()
+    def __call__(self, trainer: Trainer) -> dict:
+        from olmo2.eval.harness import Harness, evaluate
+
+        model = D.unwrap(trainer.model)
+        was = model.training
+        model.eval()
+        with trainer.autocast():
+            harness = Harness(model, self.tokenizer, progress=False)
+            res = evaluate(harness, self.tasks, self.data_dir, self.limit)
+        model.train(was)
+        out = {f"eval/{k}": v["primary_score"] for k, v in res["tasks"].items()}
+        out.update({f"eval/{k}": v["score"] for k, v in res["suites"].items()})
+        return out

@@ -273,3 +273,24 @@ def test_clipping_bounds_the_applied_gradient(tmp_path, data):
     t.optimizer.step = spy
     out = t.train_step(next(iter(t.data)))
     assert out["grad_norm"] > 0.01 and seen[0] == pytest.approx(0.01, rel=1e-4)
+
+
+def test_in_loop_downstream_tasks(tmp_path, data, data_dir):
+    """`data.eval_tasks`: OLMES tasks scored at each eval interval through olmo2.eval."""
+    from tests.post.helpers import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.backend.save(str(tmp_path / "tok.json"))
+    run = tmp_path / "run"
+    rc = train(
+        run, data, "model.vocab_size=320", "model.eos_token_id=0", "model.pad_token_id=1",
+        f"data.tokenizer={tmp_path / 'tok.json'}", "data.eval_tasks=[copa:rc::olmes]",
+        "data.eval_tasks_limit=4", f"data.eval_data_dir={data_dir}", "trainer.eval_interval=2",
+        steps=4,
+    )  # fmt: skip
+    assert rc == 0
+    evals = read_jsonl(run / "eval.jsonl")
+    assert [e["step"] for e in evals] == [2, 4]
+    assert all(0.0 <= e["eval/copa:rc::olmes"] <= 1.0 for e in evals)
+    rc = train(tmp_path / "bad", data, "data.eval_tasks=[copa:rc::olmes]", steps=1)
+    assert rc == 2  # no tokenizer: refused before training
