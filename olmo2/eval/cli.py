@@ -206,26 +206,30 @@ def print_table(results: dict, max_members: int = 10) -> None:
         for m in s["members"]
     }
     table = Table(title="olmo2 eval")
-    for col in ("task", "metric", "score", "docs", "other metrics / note"):
-        table.add_column(col, justify="right" if col in ("score", "docs") else "left")
+    for col in ("task", "formulation", "metric", "score", "docs", "other metrics / note"):
+        table.add_column(
+            col, justify="right" if col in ("score", "docs") else "left", no_wrap=col == "task"
+        )
     for key, r in results["tasks"].items():
         if key in folded:
             continue
         m = r["metrics"]
         skip = {r["primary_metric"], "num_docs", "bits_per_byte_corr"}
         others = " ".join(f"{SHORT.get(k, k)} {v:.3f}" for k, v in m.items() if k not in skip)
+        form = key.split("::")[0].split(":")[1] if ":" in key.split("::")[0] else ""
         table.add_row(
-            key, r["primary_metric"], f"{r['primary_score']:.4f}", str(m["num_docs"]), others
+            key, form, r["primary_metric"], f"{r['primary_score']:.4f}", str(m["num_docs"]), others
         )
     for key, s in results["suites"].items():
         n = len(s.get("members", ()))
         note = f"best: {s['best'].split('::')[0]}" if "best" in s else f"{s['aggregate']} over {n}"
         table.add_row(
-            f"[bold]{key}", s["aggregate"], f"[bold]{s['score']:.4f}", str(s["num_docs"]), note
+            f"[bold]{key}", "", s["aggregate"], f"[bold]{s['score']:.4f}", str(s["num_docs"]), note
         )
     for path, p in results.get("perplexity", {}).items():
         table.add_row(
             Path(path).name,
+            "",
             "bits_per_byte",
             f"{p['bits_per_byte']:.4f}",
             "",

@@ -506,14 +506,17 @@ def aggregate_suites(tasks: dict, suites) -> dict:
 
 
 def _dump(plan, path) -> None:
+    from olmo2.eval.formats import UNCOND_DOC_OFFSET
     from olmo2.utils import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for task, _, reqs in plan:
+        for task, docs, reqs in plan:
             for r in reqs:
+                doc = docs[r.doc_id % UNCOND_DOC_OFFSET] if docs else None
                 row = {
                     "task": task.key,
                     "doc_id": r.doc_id,
+                    "native_id": getattr(doc, "native_id", None),
                     "idx": r.idx,
                     "request_type": r.kind,
                     "context": r.context,

@@ -120,3 +120,13 @@ def test_list_tasks(capsys):
     assert main(["eval", "--list-tasks"]) == 0
     keys = capsys.readouterr().out.split()
     assert "core_9mcqa::olmes" in keys and "mmlu::olmes" in keys and len(keys) > 150
+
+
+def test_dump_requests_carry_native_ids(data_dir, tmp_path):
+    dump = tmp_path / "req.jsonl"
+    argv = ["eval", "--tasks", "arc_easy:rc::olmes", "--limit", "2", "--data-dir", str(data_dir)]
+    assert main([*argv, "--dump-requests", str(dump)]) == 0
+    rows = [json.loads(x) for x in dump.read_text().splitlines()]
+    ids = {json.loads(x)["id"] for x in (data_dir / "eval/arc_easy/test.jsonl").open()}
+    assert rows and all(r["native_id"] in ids for r in rows)  # unconditional rows too
+    assert len({r["native_id"] for r in rows}) == 2
