@@ -87,6 +87,13 @@ class LMObjective:
         return int((micro_batch["labels"] != -100).sum())
 
 
+def batch_tokens(micro_batch: dict) -> int:
+    """Tokens a micro-batch feeds the model (for tokens/s and MFU): `input_ids`, or the
+    chosen and rejected sequences of a preference batch."""
+    keys = ("input_ids",) if "input_ids" in micro_batch else ("chosen_ids", "rejected_ids")
+    return sum(micro_batch[k].numel() for k in keys if k in micro_batch)
+
+
 class Callback:
     """Hooks called on every rank; override what you need."""
 
@@ -237,7 +244,7 @@ class Trainer:
     def train_step(self, batch: dict) -> dict[str, Any]:
         micro = split_micro(batch, self.cfg.data.micro_batch_size)
         local = [float(sum(self.objective.units(mb) for mb in micro))]
-        local.append(float(sum(mb["input_ids"].numel() for mb in micro if "input_ids" in mb)))
+        local.append(float(sum(batch_tokens(mb) for mb in micro)))
         units, tokens = D.all_reduce_sum(
             torch.tensor(local, dtype=torch.float64, device=self.device)
         ).tolist()
