@@ -148,3 +148,19 @@ def test_hub_post_training_rows(tmp_path, monkeypatch):
     assert dpo == [{"messages": msgs[:1], "chosen": "hello", "rejected": "go away"}]
     sft = [json.loads(x) for x in (tmp_path / "sft.jsonl").read_text().splitlines()]
     assert {"messages": msgs} in sft and len(sft) == 1 + cfg.add_sft_rows
+
+
+def test_minutes_and_set_resolve_the_config():
+    import argparse
+
+    from olmo2.demo import add_arguments, resolve_config
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    cpu = resolve_config(p.parse_args([]))
+    assert cpu.preset == "cpu" and cpu.device == "cpu"
+    half = resolve_config(p.parse_args(["--minutes", "7", "--set", "sft_steps=5"]))
+    assert half.stage1_steps == round(cpu.stage1_steps / 2) and half.sft_steps == 5
+    with pytest.raises(ValueError, match="unknown config key 'sft_step'"):
+        resolve_config(p.parse_args(["--set", "sft_step=5"]))
+    assert resolve_config(p.parse_args(["--tiny"])).preset == "tiny"
