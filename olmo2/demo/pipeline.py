@@ -219,7 +219,7 @@ class Pipeline:
                 "micro_batch_size": batch,
             },
             "trainer": {"run_dir": str(run_dir), "device": c.device, "precision": c.precision},
-            "checkpoint": {"save_interval": 0, "keep_last": 1},
+            "checkpoint": {"save_interval": 20, "keep_last": 1},  # an interrupted stage resumes
             "logging": {"log_interval": 10, "progress_bar": False},
         }
 
