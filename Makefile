@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format bench clean
+.PHONY: demo test test-slow test-gpu lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider
+
+# CUDA paths (bf16, SDPA, torch.compile); needs a GPU and a CUDA build of torch
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m gpu -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check olmo2 tests bench
