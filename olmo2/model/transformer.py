@@ -147,6 +147,14 @@ class KVCache:
         positions = (slots[None] - self.left_pad[:, None]).clamp(min=0)
         self.cos, self.sin = rope_cos_sin(positions, config.head_dim, config.rope_theta)
 
+    def index_rows(self, rows: torch.Tensor) -> None:
+        """Keep rows `rows` of the batch, in that order (repeats allowed): e.g. prefill each
+        distinct prompt once, then repeat its row for every sample of it."""
+        self.k, self.v = self.k.index_select(1, rows), self.v.index_select(1, rows)
+        self.left_pad, self.valid = self.left_pad[rows], self.valid[rows]
+        self.valid_B11S = self.valid[:, None, None]
+        self.cos, self.sin = self.cos.index_select(0, rows), self.sin.index_select(0, rows)
+
     def rope(self, T: int):
         """fp32 cos/sin [B, 1, T, E] of the next T slots (computed once per cache)."""
         return self.cos.narrow(2, self.length, T), self.sin.narrow(2, self.length, T)
@@ -281,8 +289,10 @@ class Olmo2(nn.Module):
         doc_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_only: bool = False,
+        logits_from: int = 0,
     ) -> torch.Tensor:
-        """input_ids [B, T] -> logits [B, T, V] (or [B, 1, V] with `last_only`).
+        """input_ids [B, T] -> logits [B, T, V] (or [B, 1, V] with `last_only`, or
+        [B, T − logits_from, V]: callers scoring only a suffix skip the rest of the LM head).
 
         `doc_ids` [B, T] (same id = same document) restricts attention to the token's own
         document (intra-document masking). `cache` decodes incrementally.
@@ -309,6 +319,8 @@ class Olmo2(nn.Module):
             cache.length += T
         if last_only:
             h = h[:, -1:]
+        elif logits_from:
+            h = h[:, logits_from:]
         return self.lm_head(self.norm(h))
 
     def _decode(self, ids_B1: torch.Tensor, cache: KVCache) -> torch.Tensor:

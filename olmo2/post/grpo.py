@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from olmo2.model.generate import SamplingConfig, stream
 from olmo2.post import rewards as R
@@ -200,17 +201,13 @@ def sample_group(
 
 def rollout_tensors(ro: Rollout, pad: int) -> dict:
     """`input_ids` = prompt ‖ completion right-padded; `labels` only on completion tokens."""
-    seqs = [p + c for p, c in zip(ro.prompt_ids, ro.completions)]
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
-    labels = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
-    for i, (p, c) in enumerate(zip(ro.prompt_ids, ro.completions)):
-        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-        if c:
-            labels[i, len(p) - 1 : len(p) + len(c) - 1] = torch.tensor(c)
+    pc = list(zip(ro.prompt_ids, ro.completions))
+    T = max(len(p) + len(c) for p, c in pc)
+    ids = [p + c + [pad] * (T - len(p) - len(c)) for p, c in pc]  # one tensor, not one per row
+    labels = [[IGNORE] * (len(p) - 1) + c + [IGNORE] * (T + 1 - len(p) - len(c)) for p, c in pc]
     return {
-        "input_ids": ids,
-        "labels": labels,
+        "input_ids": torch.tensor(ids, dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.long),
         "advantages": ro.advantages,
         "reward": ro.rewards,
         "pass": (ro.scores >= 1.0).float(),
@@ -219,14 +216,23 @@ def rollout_tensors(ro: Rollout, pad: int) -> dict:
     }
 
 
+def labelled_logps(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`token_logps` [B, T] of `model(ids)`, with no LM head over the leading (prompt)
+    columns that no row labels."""
+    s = int((labels != IGNORE).any(0).int().argmax())
+    return F.pad(token_logps(model(ids, logits_from=s), labels[:, s:]), (s, 0))
+
+
 @torch.no_grad()
 def batched_logps(
     model, ids: torch.Tensor, labels: torch.Tensor, batch_size: int, device
 ) -> torch.Tensor:
     out = []
     for s in range(0, len(ids), batch_size):
-        logits = model(ids[s : s + batch_size].to(device))
-        out.append(token_logps(logits, labels[s : s + batch_size].to(device)).cpu())
+        lp = labelled_logps(
+            model, ids[s : s + batch_size].to(device), labels[s : s + batch_size].to(device)
+        )
+        out.append(lp.cpu())
     return torch.cat(out)
 
 
@@ -342,7 +348,7 @@ class GRPOObjective:
     beta: float = 0.01
 
     def loss(self, model, mb):
-        lp = token_logps(model(mb["input_ids"]), mb["labels"])
+        lp = labelled_logps(model, mb["input_ids"], mb["labels"])
         mask = mb["labels"] != IGNORE
         old = mb["old_logp"] if "old_logp" in mb else lp.detach()
         out = grpo_token_loss(

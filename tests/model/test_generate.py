@@ -57,6 +57,16 @@ def test_cached_decoding_equals_full_recomputation(tmp_path):
         assert seq[len(prompt) :] == new
 
 
+def test_repeated_prompts_are_prefilled_once_with_the_same_result(tmp_path):
+    """Identical prompts (a GRPO group) share one prefill; their cache rows are repeated."""
+    model, _ = save_random(tmp_path, "gqa", seed=3)
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[1]]
+    got = generate(model, prompts, max_new_tokens=12, eos_token_id=-1)
+    assert got == [generate(model, [p], max_new_tokens=12, eos_token_id=-1)[0] for p in prompts]
+    sampled = generate(model, [PROMPTS[0]] * 64, max_new_tokens=4, temperature=1.0, seed=0)
+    assert len({tuple(x) for x in sampled}) > 1  # repeated rows still sample independently
+
+
 def test_sampling_is_seeded_and_filters():
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]]).repeat(4000, 1)
     cfg = SamplingConfig(temperature=1.0, top_k=2, seed=0)
