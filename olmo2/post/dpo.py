@@ -37,30 +37,20 @@ from olmo2.post.data import (
 )
 from olmo2.post.losses import DPO_LOSSES, IGNORE, dpo_loss, token_logps
 from olmo2.post.sft import (
-    _post_optim,
-    _post_schedule,
+    PostConfig,
+    _post_trainer,
     add_common_arguments,
+    begin,
     fingerprint,
-    finish,
-    load_cli_config,
+    fit_and_report,
     load_reference,
-    load_tokenizer,
     set_steps,
     setup,
-    validate_common,
 )
 from olmo2.tokenizer import Tokenizer
 from olmo2.train import distributed as D
-from olmo2.train.cli import resolve_device
 from olmo2.train.config import (
-    CheckpointSection,
-    DistributedSection,
-    LoggingSection,
-    ModelSection,
-    OptimSection,
-    ScheduleSection,
     TrainerSection,
-    dump_yaml,
 )
 from olmo2.train.trainer import Trainer
 from olmo2.utils import atomic_path, sha256_file
@@ -84,21 +74,13 @@ class DPOSection:
 
 
 @dataclass
-class DPOConfig:
-    model: ModelSection = field(default_factory=ModelSection)
+class DPOConfig(PostConfig):
     data: PostDataSection = field(default_factory=lambda: PostDataSection(seq_len=2048))
-    optim: OptimSection = field(default_factory=_post_optim)
-    schedule: ScheduleSection = field(default_factory=_post_schedule)
-    trainer: TrainerSection = field(
-        default_factory=lambda: TrainerSection(run_dir="runs/dpo", z_loss_multiplier=0.0)
-    )
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
-    logging: LoggingSection = field(default_factory=LoggingSection)
-    distributed: DistributedSection = field(default_factory=DistributedSection)
+    trainer: TrainerSection = _post_trainer("runs/dpo")
     dpo: DPOSection = field(default_factory=DPOSection)
 
     def validate(self) -> None:
-        validate_common(self)
+        super().validate()
         if self.dpo.loss not in DPO_LOSSES:
             raise ValueError(f"dpo.loss={self.dpo.loss!r}: expected one of {', '.join(DPO_LOSSES)}")
         if self.dpo.beta <= 0:
@@ -331,15 +313,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    cfg = load_cli_config(DPOConfig, args)
-    if args.dry_run:
-        print(dump_yaml(cfg), end="")
+    if (b := begin(DPOConfig, args)) is None:
         return 0
-    t0 = time.perf_counter()
-    device = resolve_device(cfg.trainer.device)
-    D.init(cfg.distributed.backend, device)
-    tok = load_tokenizer(cfg)
-    errors = RowErrors(cfg.data.strict)
+    cfg, tok, errors, device, t0 = b.cfg, b.tok, b.errors, b.device, b.t0
     examples = tokenize_pairs(tok, cfg.data, errors)
     log.info("%d preference pairs; %s", len(examples), errors.summary())
     if not examples:
@@ -359,15 +335,7 @@ def run(args) -> int:
     live = None if cfg.dpo.reference_cache else load_reference(cfg, s.device)
     objective = DPOObjective(cfg.dpo.loss, cfg.dpo.beta, live)
     trainer = Trainer(cfg, s.model, data, objective=objective, tokenizer=tok)
-    if s.resume is not None:
-        trainer.resume(s.resume)
-    try:
-        if trainer.step >= cfg.trainer.max_steps:
-            print(f"run {cfg.trainer.run_dir} is already complete at step {trainer.step}")
-            return 0
-        last = trainer.fit()
-        extra = f"; margin {last.get('rewards/margin', float('nan')):.4f}, accuracy {last.get('rewards/accuracy', float('nan')):.3f}"
-        finish(cfg, trainer, last, t0, s.resume, errors, extra)
-    finally:
-        D.shutdown()
-    return 0
+    return fit_and_report(
+        cfg, trainer, s.resume, t0, errors,
+        lambda last: f"; margin {last.get('rewards/margin', float('nan')):.4f}, accuracy {last.get('rewards/accuracy', float('nan')):.3f}",
+    )  # fmt: skip

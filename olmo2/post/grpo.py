@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,28 +49,20 @@ from olmo2.post.data import (
 )
 from olmo2.post.losses import IGNORE, group_advantages, grpo_token_loss, token_logps
 from olmo2.post.sft import (
-    _post_optim,
+    PostConfig,
+    _post_trainer,
+    begin,
     fingerprint,
-    finish,
-    load_cli_config,
+    fit_and_report,
     load_reference,
-    load_tokenizer,
     set_steps,
     setup,
-    validate_common,
 )
 from olmo2.tokenizer import Tokenizer
 from olmo2.train import distributed as D
-from olmo2.train.cli import resolve_device
 from olmo2.train.config import (
-    CheckpointSection,
-    DistributedSection,
-    LoggingSection,
-    ModelSection,
-    OptimSection,
     ScheduleSection,
     TrainerSection,
-    dump_yaml,
 )
 from olmo2.train.trainer import Trainer
 
@@ -98,24 +89,17 @@ class GRPOSection:
 
 
 @dataclass
-class GRPOConfig:
-    model: ModelSection = field(default_factory=ModelSection)
+class GRPOConfig(PostConfig):
     data: PostDataSection = field(
         default_factory=lambda: PostDataSection(seq_len=2048, micro_batch_size=16)
     )
     """seq_len limits the prompt; global_batch_size counts prompts per rollout."""
-    optim: OptimSection = field(default_factory=_post_optim)
     schedule: ScheduleSection = field(default_factory=lambda: ScheduleSection(name="constant"))
-    trainer: TrainerSection = field(
-        default_factory=lambda: TrainerSection(run_dir="runs/grpo", z_loss_multiplier=0.0)
-    )
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
-    logging: LoggingSection = field(default_factory=LoggingSection)
-    distributed: DistributedSection = field(default_factory=DistributedSection)
+    trainer: TrainerSection = _post_trainer("runs/grpo")
     grpo: GRPOSection = field(default_factory=GRPOSection)
 
     def validate(self) -> None:
-        validate_common(self)
+        super().validate()
         g = self.grpo
         if g.num_samples < 2:
             raise ValueError(
@@ -432,15 +416,9 @@ def run(args) -> int:
         return make_rows(args)
     if args.recipe is None:
         raise ValueError("give a recipe (or --make-gsm8k-prompts / --make-synthetic)")
-    cfg = load_cli_config(GRPOConfig, args)
-    if args.dry_run:
-        print(dump_yaml(cfg), end="")
+    if (b := begin(GRPOConfig, args)) is None:
         return 0
-    t0 = time.perf_counter()
-    device = resolve_device(cfg.trainer.device)
-    D.init(cfg.distributed.backend, device)
-    tok = load_tokenizer(cfg)
-    errors = RowErrors(cfg.data.strict)
+    cfg, tok, errors, t0 = b.cfg, b.tok, b.errors, b.t0
     prompts = tokenize_prompts(tok, cfg.data, errors)
     log.info("%d prompts; %s", len(prompts), errors.summary())
     set_steps(cfg, len(prompts), None)
@@ -451,15 +429,7 @@ def run(args) -> int:
     trainer = Trainer(
         cfg, s.model, data, objective=GRPOObjective(cfg.grpo.clip_eps, cfg.grpo.beta), tokenizer=tok
     )
-    if s.resume is not None:
-        trainer.resume(s.resume)
-    try:
-        if trainer.step >= cfg.trainer.max_steps:
-            print(f"run {cfg.trainer.run_dir} is already complete at step {trainer.step}")
-            return 0
-        last = trainer.fit()
-        extra = f"; reward {last.get('reward', math.nan):.3f}, pass rate {last.get('pass_rate', math.nan):.3f}, kl {last.get('kl', math.nan):.4f}"
-        finish(cfg, trainer, last, t0, s.resume, errors, extra)
-    finally:
-        D.shutdown()
-    return 0
+    return fit_and_report(
+        cfg, trainer, s.resume, t0, errors,
+        lambda last: f"; reward {last.get('reward', math.nan):.3f}, pass rate {last.get('pass_rate', math.nan):.3f}, kl {last.get('kl', math.nan):.4f}",
+    )  # fmt: skip

@@ -77,22 +77,35 @@ class SFTSection:
     """When set, schedule.warmup_steps = ceil(ratio × trainer.max_steps)."""
 
 
+def _post_trainer(run_dir: str):
+    return field(default_factory=lambda: TrainerSection(run_dir=run_dir, z_loss_multiplier=0.0))
+
+
 @dataclass
-class SFTConfig:
+class PostConfig:
+    """The sections every post-training command shares; `olmo2 sft|dpo|grpo` subclass it,
+    override a default or two and add their own section."""
+
     model: ModelSection = field(default_factory=ModelSection)
     data: PostDataSection = field(default_factory=PostDataSection)
     optim: OptimSection = field(default_factory=_post_optim)
     schedule: ScheduleSection = field(default_factory=_post_schedule)
-    trainer: TrainerSection = field(
-        default_factory=lambda: TrainerSection(run_dir="runs/sft", z_loss_multiplier=0.0)
-    )
+    trainer: TrainerSection = _post_trainer("runs/post")
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
-    sft: SFTSection = field(default_factory=SFTSection)
 
     def validate(self) -> None:
         validate_common(self)
+
+
+@dataclass
+class SFTConfig(PostConfig):
+    trainer: TrainerSection = _post_trainer("runs/sft")
+    sft: SFTSection = field(default_factory=SFTSection)
+
+    def validate(self) -> None:
+        super().validate()
         if self.sft.reduction not in ("sum", "mean"):
             raise ValueError(f"sft.reduction={self.sft.reduction!r}: expected sum or mean")
 
@@ -207,6 +220,45 @@ def finish(
             f"{' (resumed from ' + resume.name + ')' if resume else ''}; final loss {last.get('loss', float('nan')):.4f}"
             f"{extra}; {errors.summary()}; run dir {cfg.trainer.run_dir}"
         )
+
+
+@dataclass
+class Start:
+    cfg: object
+    tok: Tokenizer
+    errors: RowErrors
+    device: torch.device
+    t0: float
+
+
+def begin(cls, args) -> Start | None:
+    """The start every post-training command shares: the config (printed, and None returned,
+    with --dry-run), the process group, the tokenizer and the bad-row counter."""
+    cfg = load_cli_config(cls, args)
+    if args.dry_run:
+        print(dump_yaml(cfg), end="")
+        return None
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.trainer.device)
+    D.init(cfg.distributed.backend, device)
+    return Start(cfg, load_tokenizer(cfg), RowErrors(cfg.data.strict), device, t0)
+
+
+def fit_and_report(cfg, trainer: Trainer, resume, t0: float, errors, summary) -> int:
+    """The end every post-training command shares: resume if a checkpoint was found, train
+    to `trainer.max_steps`, print the closing line (`summary(last_metrics)` appended), and
+    always tear down the process group."""
+    if resume is not None:
+        trainer.resume(resume)
+    try:
+        if trainer.step >= cfg.trainer.max_steps:
+            print(f"run {cfg.trainer.run_dir} is already complete at step {trainer.step}")
+            return 0
+        last = trainer.fit()
+        finish(cfg, trainer, last, t0, resume, errors, summary(last))
+    finally:
+        D.shutdown()
+    return 0
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -363,14 +415,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    cfg = load_cli_config(SFTConfig, args)
-    if args.dry_run:
-        print(dump_yaml(cfg), end="")
+    if (b := begin(SFTConfig, args)) is None:
         return 0
-    t0 = time.perf_counter()
-    D.init(cfg.distributed.backend, resolve_device(cfg.trainer.device))
-    tok = load_tokenizer(cfg)
-    errors = RowErrors(cfg.data.strict)
+    cfg, tok, errors, t0 = b.cfg, b.tok, b.errors, b.t0
     examples = tokenize_sft(tok, cfg.data, errors)
     log.info("%d SFT examples; %s", len(examples), errors.summary())
     data = SFTBatches(
@@ -380,14 +427,6 @@ def run(args) -> int:
     set_steps(cfg, data.n_rows(0), cfg.sft.warmup_ratio)
     s = setup(cfg, tok)
     trainer = Trainer(cfg, s.model, data, objective=SFTObjective(cfg.sft.reduction), tokenizer=tok)
-    if s.resume is not None:
-        trainer.resume(s.resume)
-    try:
-        if trainer.step >= cfg.trainer.max_steps:
-            print(f"run {cfg.trainer.run_dir} is already complete at step {trainer.step}")
-            return 0
-        last = trainer.fit()
-        finish(cfg, trainer, last, t0, s.resume, errors, f"; {len(examples)} examples")
-    finally:
-        D.shutdown()
-    return 0
+    return fit_and_report(
+        cfg, trainer, s.resume, t0, errors, lambda last: f"; {len(examples)} examples"
+    )
