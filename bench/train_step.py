@@ -1,7 +1,7 @@
 """Training-step throughput: olmo2 forward+backward+AdamW vs transformers + AdamW, same weights.
 
     .venv/bin/python bench/train_step.py [--sizes debug 100m] [--batch 8 --seq 256] [--repeats 3]
-        [--threads N] [--skip-bare]
+        [--threads N] [--skip-bare] [--compile]
 
 Two comparisons:
 * bare step: the model's forward/backward + torch AdamW on both sides;
@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SIZES, best_of, header  # noqa: E402
 
 from olmo2.model.hf import save_pretrained  # noqa: E402
-from olmo2.model.transformer import Olmo2, lm_loss, shift_labels  # noqa: E402
+from olmo2.model.loss import lm_loss, shift_labels
+from olmo2.model.transformer import Olmo2  # noqa: E402
 
 
 def adamw(params):
@@ -120,6 +121,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--skip-bare", action="store_true", help="only the full-trainer comparison")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="bare step: torch.compile every block of both models (olmo2 blocks, HF layers)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,6 +152,9 @@ def bare(args) -> None:
         with tempfile.TemporaryDirectory() as d:
             save_pretrained(model, Path(d) / "m")
             hf = AutoModelForCausalLM.from_pretrained(Path(d) / "m", dtype=torch.float32).train()
+        if args.compile:  # the same per-block compile on both sides (as `trainer.compile`)
+            for block in (*model.blocks, *hf.model.layers):
+                block.compile()
         ids = torch.randint(2, cfg.vocab_size, (args.batch, args.seq))
         labels = shift_labels(ids)
         opt_ours, opt_hf = adamw(model.parameters()), adamw(hf.parameters())
@@ -159,7 +168,7 @@ def bare(args) -> None:
                 t_hf = min(t_hf, best_of(theirs, 1))
             tokens = args.batch * args.seq
             a, b = tokens / t_ours, tokens / t_hf
-            prec = "bf16-amp" if autocast else "fp32"
+            prec = ("bf16-amp" if autocast else "fp32") + ("+c" if args.compile else "")
             print(f"{size:<6} {prec:<9} {a:>12.1f} {b:>10.1f} {a / b:>5.2f}x", flush=True)
 
 

@@ -10,7 +10,7 @@ transformers `Olmo2DecoderLayer`):
 - **RoPE** θ = 500 000, rotate-half, computed in fp32.
 - **SwiGLU** `down(silu(gate x) * up x)`; no biases anywhere; untied embeddings; optional GQA.
 - RMSNorm eps 1e-6, normalise in fp32, multiply by the weight in fp32, cast back.
-- **Loss**: cross-entropy in fp32 plus z-loss 1e-5·mean(logsumexp²) (PaLM; OLMo 2 §2.3).
+- The loss (cross-entropy plus z-loss, in fp32) is in `olmo2.model.loss`.
 
 Attention runs through `scaled_dot_product_attention` (flash kernels on GPU). Single-token
 decoding with a KV cache takes a leaner path (`Block.decode`: same math, fewer tensor ops).
@@ -75,14 +75,7 @@ def rope_matrix(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x @ M == apply_rope(x, cos, sin): decoding applies RoPE as one bmm instead of ~8 ops."""
     B, E = cos.shape[0], cos.shape[-1]
     R = _rotate_half_matrix(E, cos.device)
-    return torch.diag_embed(cos.reshape(B, E)) + R * sin.reshape(B, 1, E)
-
-
-def _rope_bmm(x_BN: torch.Tensor, rope_BEE: torch.Tensor) -> torch.Tensor:
-    """apply_rope for one token per row: [B, n·E] -> [B, n, 1, E], computed in fp32."""
-    B, E = rope_BEE.shape[0], rope_BEE.shape[-1]
-    y = torch.bmm(x_BN.float().view(B, -1, E), rope_BEE)
-    return y.to(x_BN.dtype).view(B, -1, 1, E)
+    return torch.diag_embed(cos.reshape(B, E)).addcmul_(R, sin.reshape(B, 1, E))
 
 
 @functools.lru_cache(maxsize=32)
@@ -99,9 +92,9 @@ def _rsqrt_mean_sq(x_BN: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.addmm(e, x_BN * x_BN, col).rsqrt_()
 
 
-def _linear(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """m(x) without nn.Module call overhead for a plain bias-free nn.Linear (int8 ones: m(x))."""
-    return F.linear(x, m.weight) if type(m) is nn.Linear else m(x)
+def _mm(x_BN: torch.Tensor, w) -> torch.Tensor:
+    """x @ w for a transposed weight view (see `DecodeWeights`), or w(x) for a module."""
+    return torch.mm(x_BN, w) if isinstance(w, torch.Tensor) else w(x_BN)
 
 
 def _norm(norm: RMSNorm, x_BN: torch.Tensor) -> torch.Tensor:
@@ -116,6 +109,52 @@ def _add_norm(h_BD: torch.Tensor, norm: RMSNorm, y_BD: torch.Tensor) -> torch.Te
     if y_BD.dtype != torch.float32:
         return h_BD + norm(y_BD)
     return torch.addcmul(h_BD, y_BD * _rsqrt_mean_sq(y_BD, norm.eps), norm.weight)
+
+
+@dataclass
+class DecodeWeights:
+    """One block's weights arranged for single-token decoding (`Block.decode`): each linear
+    as a transposed view of its weight (`torch.mm` with no per-step transpose) or, for a
+    quantized linear, the module itself; q and k norms fused into one (their weights
+    concatenated; for fp32 weights the attention scale 1/√E folded into q's, which RoPE
+    commutes with).
+    Views follow in-place weight updates; build anew after replacing parameters."""
+
+    q: torch.Tensor | nn.Module
+    k: torch.Tensor | nn.Module
+    v: torch.Tensor | nn.Module
+    out: torch.Tensor | nn.Module
+    gate: torch.Tensor | nn.Module
+    up: torch.Tensor | nn.Module
+    down: torch.Tensor | nn.Module
+    qk_weight: torch.Tensor
+    """fp32 [H+K, E]: q_norm.weight (/√E for fp32 weights) ‖ k_norm.weight."""
+    qk_mean: torch.Tensor
+    """fp32 [(H+K)·E, H+K]: column h averages the squares of head h's group (all q features
+    for a q head, all k features for a k head), so one addmm gives every head its norm."""
+    eps: torch.Tensor
+
+    @classmethod
+    def of(cls, block: Block) -> DecodeWeights:
+        a, f = block.attention, block.feed_forward
+        c = a.config
+        nq, nk = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+        dev = a.q_norm.weight.device
+
+        def t(m):
+            return m.weight.detach().t() if type(m) is nn.Linear else m
+
+        fp32 = a.q_norm.weight.dtype == torch.float32
+        scale = c.head_dim**-0.5 if fp32 else 1.0
+        qk_weight = torch.cat((a.q_norm.weight.float() * scale, a.k_norm.weight.float()))
+        H, K = c.n_heads, c.n_kv_heads
+        qk_mean = torch.zeros(nq + nk, H + K, device=dev)
+        qk_mean[:nq, :H], qk_mean[nq:, H:] = 1.0 / nq, 1.0 / nk
+        return cls(
+            t(a.w_q), t(a.w_k), t(a.w_v), t(a.w_out), t(f.w1), t(f.w3), t(f.w2),
+            qk_weight.detach().view(H + K, c.head_dim), qk_mean,
+            torch.tensor([c.norm_eps], device=dev),
+        )  # fmt: skip
 
 
 class KVCache:
@@ -139,6 +178,8 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.left_pad = left_pad.to(device)
         self.length = 0
+        self.decode_weights: list[DecodeWeights] | None = None
+        """`Olmo2.decode_weights()` for this generation call; None: built per step."""
         self.max_len = max_len
         slots = torch.arange(max_len, device=self.left_pad.device)
         self.valid = slots[None] >= self.left_pad[:, None]  # B S: not a padding slot
@@ -236,17 +277,32 @@ class Block(nn.Module):
         h = x + self.attention_norm(self.attention(x, cos, sin, mask, cache))
         return h + self.feed_forward_norm(self.feed_forward(h))
 
-    def decode(self, x_BD, rope_BEE, mask, cache: KVCache) -> torch.Tensor:
+    def decode(self, x_BD, rope_BEE, bias, cache: KVCache) -> torch.Tensor:
         """`forward` for one new token per row on [B, D] in about half the tensor ops (no
-        nn.Module calls inside, norms in 5 ops, RoPE in 1): small models decode op-bound."""
-        a, f, B = self.attention, self.feed_forward, x_BD.shape[0]
+        nn.Module calls inside, q/k norms fused, RoPE of q and k in one bmm, attention as two
+        matmuls, `bias` [B, 1, 1, S] additive mask or None): small models decode op-bound."""
+        a, B, dtype = self.attention, x_BD.shape[0], x_BD.dtype
         H, K, E = a.config.n_heads, a.config.n_kv_heads, a.config.head_dim
-        q = _rope_bmm(_norm(a.q_norm, _linear(a.w_q, x_BD)), rope_BEE)
-        k = _rope_bmm(_norm(a.k_norm, _linear(a.w_k, x_BD)), rope_BEE)
-        k, v = cache.update(a.layer, k, _linear(a.w_v, x_BD).view(B, K, 1, E))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=K != H)
-        h = _add_norm(x_BD, self.attention_norm, _linear(a.w_out, y.reshape(B, H * E)))
-        y = _linear(f.w2, F.silu(_linear(f.w1, h)) * _linear(f.w3, h))
+        w = cache.decode_weights[a.layer] if cache.decode_weights else DecodeWeights.of(self)
+        qk = torch.cat((_mm(x_BD, w.q), _mm(x_BD, w.k)), 1).float()  # [B, (H+K)·E]
+        r = torch.addmm(w.eps, qk * qk, w.qk_mean).rsqrt_()  # [B, H+K]: 1/rms of each head
+        qk = (qk.view(B, H + K, E) * r[:, :, None]).mul_(w.qk_weight)
+        if dtype != torch.float32:  # the norm's output dtype, as `forward` rounds it
+            qk = qk.to(dtype).float()
+        qk = torch.bmm(qk, rope_BEE).to(dtype)  # RoPE of q and k heads, in fp32
+        k, v = cache.update(a.layer, qk[:, H:, None], _mm(x_BD, w.v).view(B, K, 1, E))
+        if dtype == torch.float32:  # q carries the 1/√E scale (`DecodeWeights`)
+            S, G = k.shape[2], H // K  # heads sharing a kv head become rows of one bmm
+            s = torch.bmm(qk[:, :H].reshape(B * K, G, E), k.reshape(B * K, S, E).transpose(1, 2))
+            if bias is not None:
+                s.view(B, K, G, S).add_(bias)
+            y = torch.bmm(s.softmax(-1), v.reshape(B * K, S, E)).view(B, H * E)
+        else:  # SDPA keeps the scores in fp32
+            q = qk[:, :H, None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=K != H)
+            y = y.view(B, H * E)
+        h = _add_norm(x_BD, self.attention_norm, _mm(y, w.out))
+        y = _mm(F.silu(_mm(h, w.gate)) * _mm(h, w.up), w.down)
         return _add_norm(h, self.feed_forward_norm, y)
 
 
@@ -323,59 +379,26 @@ class Olmo2(nn.Module):
             h = h[:, logits_from:]
         return self.lm_head(self.norm(h))
 
+    def decode_weights(self) -> list[DecodeWeights]:
+        """Per-block `DecodeWeights`, built once per generation call (not for FSDP-sharded
+        blocks, whose weights exist only inside their forward)."""
+        return [DecodeWeights.of(b) for b in self.blocks]
+
     def _decode(self, ids_B1: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """`forward` for one new token per row: [B, D] activations through `Block.decode`."""
         rope, mask = rope_matrix(*cache.rope(1)), cache.mask(1)
+        bias, h_dtype = None, self.embeddings.weight.dtype  # one additive mask for all layers
+        if mask is not None:
+            bias = torch.zeros(mask.shape, dtype=h_dtype, device=mask.device)
+            bias.masked_fill_(~mask, -torch.inf)
         h = F.embedding(ids_B1[:, 0], self.embeddings.weight)  # [B, D]
-        for block in self.blocks:
-            h = block(h, rope, None, mask, cache)
+        for block in self.blocks:  # sharded blocks need their module call (FSDP hooks)
+            h = (
+                block.decode(h, rope, bias, cache)
+                if cache.decode_weights
+                else block(h, rope, None, bias, cache)
+            )
         cache.length += 1
-        return _linear(self.lm_head, _norm(self.norm, h))[:, None]
-
-
-@dataclass
-class LossOutput:
-    loss: torch.Tensor
-    """ce + z_loss, reduced as requested; what is backpropagated."""
-    ce: torch.Tensor
-    z_loss: torch.Tensor
-    n_tokens: torch.Tensor
-    """Number of non-ignored label positions."""
-
-
-def lm_loss(
-    logits_BTV: torch.Tensor,
-    labels_BT: torch.Tensor,
-    z_loss_multiplier: float = 1e-5,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-) -> LossOutput:
-    """Cross-entropy in fp32 plus z-loss = multiplier·logsumexp(logits)² over non-ignored tokens.
-
-    `labels` are already aligned with `logits` (shifted by the caller; −100 = ignore).
-    `reduction="sum"` lets a trainer divide by the token count of a whole global batch.
-    """
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    logits = logits_BTV.reshape(-1, logits_BTV.shape[-1]).float()
-    labels = labels_BT.reshape(-1)
-    valid = labels != ignore_index
-    # One log-softmax serves both terms: ce = -logp[y] and logsumexp = logits[y] - logp[y]
-    # (a single softmax pass forward and backward, instead of one each for CE and z-loss).
-    target = labels.clamp(min=0)[:, None]
-    logp_y = logits.log_softmax(-1).gather(1, target).squeeze(1)
-    lse = logits.gather(1, target).squeeze(1) - logp_y
-    ce = -(logp_y * valid).sum()
-    z = z_loss_multiplier * (lse.pow(2) * valid).sum()
-    n = valid.sum()
-    if reduction == "mean":
-        denom = n.clamp(min=1)
-        ce, z = ce / denom, z / denom
-    return LossOutput(loss=ce + z, ce=ce, z_loss=z, n_tokens=n)
-
-
-def shift_labels(input_ids: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """Labels for next-token prediction: input shifted left, last position ignored."""
-    labels = torch.full_like(input_ids, ignore_index)
-    labels[:, :-1] = input_ids[:, 1:]
-    return labels
+        head = self.lm_head
+        logits = _mm(_norm(self.norm, h), head.weight.t() if type(head) is nn.Linear else head)
+        return logits[:, None]

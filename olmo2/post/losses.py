@@ -20,15 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from olmo2.model.loss import token_logps
+
 IGNORE = -100
-
-
-def token_logps(logits_BTV: torch.Tensor, labels_BT: torch.Tensor) -> torch.Tensor:
-    """log p(labels[t]) per position [B, T] in fp32, 0 where the label is ignored."""
-    valid = labels_BT != IGNORE
-    logp = logits_BTV.float().log_softmax(-1)
-    out = logp.gather(-1, labels_BT.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return out * valid
 
 
 def sequence_logps(

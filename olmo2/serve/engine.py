@@ -81,6 +81,7 @@ class SlotCache:
         cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta)  # [1, 1, S, E]
         self.cos, self.sin = cos[0, 0], sin[0, 0]
         self.rows = torch.arange(0)
+        self.decode_weights = model.decode_weights()
 
     def load(self, slot: int, prefill: KVCache, n: int) -> None:
         """Copy a 1-row prefill cache of n positions (no padding) into `slot`."""

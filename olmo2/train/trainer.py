@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from olmo2.model.checkpoints import checkpoint_name
-from olmo2.model.transformer import lm_loss
+from olmo2.model.loss import lm_loss
 from olmo2.train import checkpoint as ckpt
 from olmo2.train import distributed as D
 from olmo2.train.config import TrainConfig, to_dict

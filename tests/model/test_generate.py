@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -103,3 +104,30 @@ def test_cli_generate_int8(tmp_path, capsys):
     rc = main([*args, "--prompt", "the quick", "--prompt", "lazy dog", "--max-new-tokens", "4"])
     out = capsys.readouterr().out
     assert rc == 0 and "--- 'the quick'\n" in out and "--- 'lazy dog'\n" in out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("planned", [True, False])
+def test_decode_step_logits_equal_full_forward(tmp_path, dtype, planned):
+    """`Block.decode` (fused q/k norms, one RoPE bmm, matmul attention; weights arranged once
+    per call or per step) gives the logits of a full forward over the same left-padded rows."""
+    from olmo2.model.transformer import KVCache
+
+    model, _ = save_random(tmp_path, "gqa", seed=5)
+    model = model.to(dtype)
+    P, steps = max(map(len, PROMPTS)), 4
+    ids = torch.tensor([[0] * (P - len(p)) + p for p in PROMPTS])
+    left_pad = torch.tensor([P - len(p) for p in PROMPTS])
+    new = torch.randint(2, 500, (len(PROMPTS), steps))
+    cache = KVCache(model.config, len(PROMPTS), P + steps, left_pad, dtype, "cpu")
+    if planned:
+        cache.decode_weights = model.decode_weights()
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    with torch.no_grad():
+        model(ids, cache=cache)
+        for t in range(steps):
+            got = model(new[:, t : t + 1], cache=cache)[:, 0].float()
+            for b, p in enumerate(PROMPTS):  # each row alone, unpadded
+                seq = torch.tensor([p + new[b, : t + 1].tolist()])
+                want = model(seq)[0, -1].float()
+                assert torch.allclose(got[b], want, atol=tol, rtol=tol), (t, b)

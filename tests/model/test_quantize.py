@@ -10,8 +10,9 @@ import torch
 
 from olmo2.model.config import ModelConfig
 from olmo2.model.generate import generate
+from olmo2.model.loss import lm_loss, shift_labels
 from olmo2.model.quantize import quantize_model
-from olmo2.model.transformer import Olmo2, lm_loss, shift_labels
+from olmo2.model.transformer import Olmo2
 from tests.model.helpers import CONFIGS, random_model
 
 

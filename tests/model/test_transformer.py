@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from olmo2.model.config import ModelConfig
-from olmo2.model.transformer import Olmo2, lm_loss, shift_labels
+from olmo2.model.loss import lm_loss, shift_labels
+from olmo2.model.transformer import Olmo2
 from tests.model.helpers import CONFIGS, save_random
 
 

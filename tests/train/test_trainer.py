@@ -32,7 +32,8 @@ def test_units_normalise_whole_batch():
     the mean over the whole batch, even with unequal label counts per micro-batch."""
     torch.manual_seed(0)
     from olmo2.model.config import ModelConfig
-    from olmo2.model.transformer import Olmo2, lm_loss, shift_labels
+    from olmo2.model.loss import lm_loss, shift_labels
+    from olmo2.model.transformer import Olmo2
 
     model = Olmo2.build(ModelConfig.debug())
     ids = torch.randint(2, 500, (4, 16))
