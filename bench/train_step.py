@@ -55,8 +55,11 @@ def step_fn(model, opt, ids, labels, autocast: bool, hf: bool):
     return step
 
 
-def full_trainer_bench(size: str, cfg, batch: int, seq: int, repeats: int, bf16: bool) -> None:
-    """Full Trainer step (loader included) vs a transformers + AdamW loop, same weights."""
+def full_trainer_bench(
+    size: str, cfg, batch: int, seq: int, repeats: int, bf16: bool, compile_: bool
+) -> None:
+    """Full Trainer step (loader included) vs a plain transformers + AdamW loop, same weights;
+    with `compile_` the trainer compiles its blocks (`trainer.compile`), the loop stays eager."""
     import time
 
     import numpy as np
@@ -78,6 +81,9 @@ def full_trainer_bench(size: str, cfg, batch: int, seq: int, repeats: int, bf16:
         model = Olmo2.build(cfg).train()
         save_pretrained(model, Path(d) / "m")
         hf = AutoModelForCausalLM.from_pretrained(Path(d) / "m", dtype=torch.float32).train()
+        if compile_:  # what `olmo2 train` does with trainer.compile=true
+            for block in model.blocks:
+                block.compile()
         tc.data.paths = [str(Path(d) / "t.npy")]
         data = build_loader(tc.data, 0, 1, cfg.eos_token_id, cfg.vocab_size)
         trainer = Trainer(tc, model, data)
@@ -107,7 +113,7 @@ def full_trainer_bench(size: str, cfg, batch: int, seq: int, repeats: int, bf16:
             t_hf = min(t_hf, best_of(theirs, 1))
         a, b = batch * seq / t_ours, batch * seq / t_hf
         share = 100 * min(load_times) / t_ours
-        prec = "bf16-amp" if bf16 else "fp32"
+        prec = ("bf16-amp" if bf16 else "fp32") + ("+c" if compile_ else "")
         print(
             f"{size:<6} {prec:<9} {a:>12.1f} {b:>10.1f} {a / b:>5.2f}x {share:>8.2f}%", flush=True
         )
@@ -124,7 +130,8 @@ def main() -> None:
     ap.add_argument(
         "--compile",
         action="store_true",
-        help="bare step: torch.compile every block of both models (olmo2 blocks, HF layers)",
+        help="bare step: torch.compile every block of both models; full trainer: "
+        "trainer.compile (olmo2's blocks) against the plain, eager transformers loop",
     )
     args = ap.parse_args()
     if args.threads:
@@ -139,7 +146,9 @@ def main() -> None:
     )
     for size in args.sizes:
         for bf16 in (False, True):
-            full_trainer_bench(size, SIZES[size], args.batch, args.seq, args.repeats, bf16)
+            full_trainer_bench(
+                size, SIZES[size], args.batch, args.seq, args.repeats, bf16, args.compile
+            )
 
 
 def bare(args) -> None:

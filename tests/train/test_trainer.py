@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -185,6 +186,15 @@ def test_activation_checkpointing_and_bf16(tmp_path, data):
     np.testing.assert_allclose(losses(tmp_path / "ac"), ref, rtol=0, atol=1e-6)
     np.testing.assert_allclose(losses(tmp_path / "bf16"), ref, rtol=0, atol=2e-2)
     assert losses(tmp_path / "bf16") != ref  # autocast really ran in bf16
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_blocks_train_like_eager(tmp_path, data):
+    """trainer.compile=true (every block through torch.compile, the fast CPU path of
+    bench/RESULTS.md) follows the eager loss curve."""
+    train(tmp_path / "ref", data, steps=3)
+    train(tmp_path / "c", data, "trainer.compile=true", steps=3)
+    np.testing.assert_allclose(losses(tmp_path / "c"), losses(tmp_path / "ref"), atol=1e-5)
 
 
 def test_reset_trainer_state_takes_weights_only(tmp_path, data):
