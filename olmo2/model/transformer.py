@@ -271,7 +271,8 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, mask=None, cache=None):
         """x [B, T, D]; or x [B, D]: one decoding step with `cache`, where `cos` is the
-        `rope_matrix` and `sin` unused (so a block stays one module call: FSDP hooks run)."""
+        `rope_matrix`, `sin` unused and `mask` the additive bias of `decode` (so a sharded
+        block stays one module call: FSDP hooks run)."""
         if x.dim() == 2:
             return self.decode(x, cos, mask, cache)
         h = x + self.attention_norm(self.attention(x, cos, sin, mask, cache))
