@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import platform
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from olmo2.model.config import ModelConfig
+from olmo2.model.hf import save_pretrained
+from olmo2.model.transformer import Olmo2
 
 SIZES = {
     "debug": ModelConfig.debug(),
@@ -23,6 +27,19 @@ SIZES = {
         pad_token_id=0,
     ),
 }
+
+
+def twin_models(cfg: ModelConfig, seed: int = 0):
+    """(olmo2 model, transformers Olmo2ForCausalLM) with the same random fp32 weights: the
+    olmo2 model is saved as an HF checkpoint and transformers loads it back."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = Olmo2.build(cfg)
+    with tempfile.TemporaryDirectory() as d:
+        save_pretrained(model, Path(d) / "m")
+        hf = AutoModelForCausalLM.from_pretrained(Path(d) / "m", dtype=torch.float32)
+    return model, hf
 
 
 def best_of(fn, n: int = 3) -> float:

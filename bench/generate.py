@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SIZES, best_of, header  # noqa: E402
+from common import SIZES, best_of, header, twin_models  # noqa: E402
 
 from olmo2.model.generate import generate  # noqa: E402
-from olmo2.model.hf import save_pretrained  # noqa: E402
-from olmo2.model.transformer import Olmo2  # noqa: E402
 
 
 def main() -> None:
@@ -36,11 +32,8 @@ def main() -> None:
     print(f"{'size':<6} {'batch':>5} {'olmo2 tok/s':>12} {'hf tok/s':>10} {'ratio':>6}")
     for size in args.sizes:
         cfg = SIZES[size]
-        torch.manual_seed(0)
-        model = Olmo2.build(cfg).eval()
-        with tempfile.TemporaryDirectory() as d:
-            save_pretrained(model, Path(d) / "m")
-            hf = AutoModelForCausalLM.from_pretrained(Path(d) / "m", dtype=torch.float32).eval()
+        model, hf = twin_models(cfg)
+        model, hf = model.eval(), hf.eval()
         for batch in args.batches:
             g = torch.Generator().manual_seed(batch)
             prompts = torch.randint(2, cfg.vocab_size, (batch, args.prompt_len), generator=g)

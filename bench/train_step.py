@@ -24,14 +24,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SIZES, best_of, header  # noqa: E402
+from common import SIZES, best_of, header, twin_models  # noqa: E402
 
-from olmo2.model.hf import save_pretrained  # noqa: E402
 from olmo2.model.loss import lm_loss, shift_labels
-from olmo2.model.transformer import Olmo2  # noqa: E402
 
 
 def adamw(params):
@@ -77,10 +74,8 @@ def full_trainer_bench(
         tc.data.seq_len, tc.data.global_batch_size, tc.data.micro_batch_size = seq, batch, batch
         tc.trainer.precision = "bf16" if bf16 else "fp32"
         tc.trainer.run_dir = d
-        torch.manual_seed(0)
-        model = Olmo2.build(cfg).train()
-        save_pretrained(model, Path(d) / "m")
-        hf = AutoModelForCausalLM.from_pretrained(Path(d) / "m", dtype=torch.float32).train()
+        model, hf = twin_models(cfg)
+        model, hf = model.train(), hf.train()
         if compile_:  # what `olmo2 train` does with trainer.compile=true
             for block in model.blocks:
                 block.compile()
@@ -156,11 +151,8 @@ def bare(args) -> None:
     print(f"{'size':<6} {'precision':<9} {'olmo2 tok/s':>12} {'hf tok/s':>10} {'ratio':>6}")
     for size in args.sizes:
         cfg = SIZES[size]
-        torch.manual_seed(0)
-        model = Olmo2.build(cfg).train()
-        with tempfile.TemporaryDirectory() as d:
-            save_pretrained(model, Path(d) / "m")
-            hf = AutoModelForCausalLM.from_pretrained(Path(d) / "m", dtype=torch.float32).train()
+        model, hf = twin_models(cfg)
+        model, hf = model.train(), hf.train()
         if args.compile:  # the same per-block compile on both sides (as `trainer.compile`)
             for block in (*model.blocks, *hf.model.layers):
                 block.compile()

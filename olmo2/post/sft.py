@@ -40,7 +40,7 @@ from olmo2.post.losses import IGNORE, masked_ce
 from olmo2.tokenizer import Tokenizer
 from olmo2.train import checkpoint as ckpt
 from olmo2.train import distributed as D
-from olmo2.train.cli import resolve_device, resolve_model_config
+from olmo2.train.cli import resolve_device, resolve_model_config, start_run
 from olmo2.train.config import (
     CheckpointSection,
     DistributedSection,
@@ -53,7 +53,6 @@ from olmo2.train.config import (
     load_config,
 )
 from olmo2.train.trainer import Trainer
-from olmo2.utils import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +166,7 @@ def setup(cfg, tokenizer: Tokenizer) -> Setup:
     if resume is not None:
         ckpt.check_model_config(resume, mcfg)
         ckpt.verify(resume)
-    if D.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
-    D.barrier()
-    torch.manual_seed(cfg.trainer.seed)
-    model = Olmo2.build(mcfg, device=device)
+    model = start_run(cfg, run_dir, mcfg, device)
     if resume is None and cfg.model.load_path:
         model.load_state_dict(read_state_dict(cfg.model.load_path, dtype=torch.float32))
         log.info("loaded weights from %s", cfg.model.load_path)

@@ -58,6 +58,17 @@ def resolve_model_config(cfg: TrainConfig) -> ModelConfig:
     return ModelConfig.named(m.size, **m.overrides())
 
 
+def start_run(cfg, run_dir: Path, mcfg: ModelConfig, device) -> Olmo2:
+    """Once the inputs are validated: save the resolved config in the run directory (main
+    rank, atomically), then build the model from the run's seed on every rank."""
+    if D.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
+    D.barrier()
+    torch.manual_seed(cfg.trainer.seed)
+    return Olmo2.build(mcfg, device=device)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -107,12 +118,7 @@ def build(cfg: TrainConfig) -> tuple[Trainer, Path | None]:
             raise ValueError("data.eval_tasks needs data.tokenizer (the prompts are text)")
         evaluators.append(TaskEval(d.eval_tasks, d.eval_data_dir, d.eval_tasks_limit, tokenizer))
     # ---- inputs are valid: from here on we write ---------------------------------------
-    if D.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
-    D.barrier()
-    torch.manual_seed(cfg.trainer.seed)
-    model = Olmo2.build(mcfg, device=device)
+    model = start_run(cfg, run_dir, mcfg, device)
     if start is not None and (resume is None and cfg.model.reset_trainer_state or meta is None):
         model.load_state_dict(read_state_dict(start, dtype=torch.float32))
         log.info("loaded weights from %s", start)
