@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from olmo2.model.config import ModelConfig
+from olmo2.model.skinny import SkinnyLinear, decode_linear
 
 
 class RMSNorm(nn.Module):
@@ -93,7 +94,8 @@ def _rsqrt_mean_sq(x_BN: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _mm(x_BN: torch.Tensor, w) -> torch.Tensor:
-    """x @ w for a transposed weight view (see `DecodeWeights`), or w(x) for a module."""
+    """x @ w for a transposed weight view (see `DecodeWeights`), or w(x) for a module or a
+    `SkinnyLinear`."""
     return torch.mm(x_BN, w) if isinstance(w, torch.Tensor) else w(x_BN)
 
 
@@ -114,19 +116,20 @@ def _add_norm(h_BD: torch.Tensor, norm: RMSNorm, y_BD: torch.Tensor) -> torch.Te
 @dataclass
 class DecodeWeights:
     """One block's weights arranged for single-token decoding (`Block.decode`): each linear
-    as a transposed view of its weight (`torch.mm` with no per-step transpose) or, for a
-    quantized linear, the module itself; q and k norms fused into one (their weights
+    as `skinny.decode_linear` gives it (a `SkinnyLinear` over a large fp32 CPU weight, else a
+    transposed view for `torch.mm` with no per-step transpose) or, for a quantized linear,
+    the module itself; q and k norms fused into one (their weights
     concatenated; for fp32 weights the attention scale 1/√E folded into q's, which RoPE
     commutes with).
-    Views follow in-place weight updates; build anew after replacing parameters."""
+    Both follow in-place weight updates; build anew after replacing parameters."""
 
-    q: torch.Tensor | nn.Module
-    k: torch.Tensor | nn.Module
-    v: torch.Tensor | nn.Module
-    out: torch.Tensor | nn.Module
-    gate: torch.Tensor | nn.Module
-    up: torch.Tensor | nn.Module
-    down: torch.Tensor | nn.Module
+    q: torch.Tensor | nn.Module | SkinnyLinear
+    k: torch.Tensor | nn.Module | SkinnyLinear
+    v: torch.Tensor | nn.Module | SkinnyLinear
+    out: torch.Tensor | nn.Module | SkinnyLinear
+    gate: torch.Tensor | nn.Module | SkinnyLinear
+    up: torch.Tensor | nn.Module | SkinnyLinear
+    down: torch.Tensor | nn.Module | SkinnyLinear
     qk_weight: torch.Tensor
     """fp32 [H+K, E]: q_norm.weight (/√E for fp32 weights) ‖ k_norm.weight."""
     qk_mean: torch.Tensor
@@ -142,7 +145,7 @@ class DecodeWeights:
         dev = a.q_norm.weight.device
 
         def t(m):
-            return m.weight.detach().t() if type(m) is nn.Linear else m
+            return decode_linear(m.weight) if type(m) is nn.Linear else m
 
         fp32 = a.q_norm.weight.dtype == torch.float32
         scale = c.head_dim**-0.5 if fp32 else 1.0
@@ -401,5 +404,7 @@ class Olmo2(nn.Module):
             )
         cache.length += 1
         head = self.lm_head
-        logits = _mm(_norm(self.norm, h), head.weight.t() if type(head) is nn.Linear else head)
+        logits = _mm(
+            _norm(self.norm, h), decode_linear(head.weight) if type(head) is nn.Linear else head
+        )
         return logits[:, None]

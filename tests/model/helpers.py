@@ -8,11 +8,13 @@ from olmo2.model.config import ModelConfig
 from olmo2.model.hf import save_pretrained
 from olmo2.model.transformer import Olmo2
 
-# three tiny shapes: plain MHA, GQA, and odd sizes (vocab not a multiple of 8, odd ffn)
+# tiny shapes: plain MHA, GQA, odd sizes (vocab not a multiple of 8, odd ffn), and "wide":
+# linears large enough for decoding's CPU kernel (`olmo2.model.skinny`), odd K and N
 CONFIGS = {
     "mha": ModelConfig.debug(),
     "gqa": ModelConfig.debug(n_heads=8, n_kv_heads=2, n_layers=3),
     "odd": ModelConfig.debug(d_model=48, n_heads=3, ffn_hidden=101, vocab_size=509, n_layers=2),
+    "wide": ModelConfig.debug(d_model=264, n_heads=4, n_kv_heads=2, ffn_hidden=301, vocab_size=509),
 }
 
 

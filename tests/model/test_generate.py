@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from olmo2.cli import main
+from olmo2.model import skinny
 from olmo2.model.generate import SamplingConfig, generate, sample, stream
 from tests.model.helpers import save_random
 from tests.model.test_gguf import _tiny_bpe
@@ -20,8 +21,9 @@ def _cut(seq, eos):
     return seq[: seq.index(eos) + 1] if eos in seq else seq
 
 
-def test_greedy_batch_matches_transformers(tmp_path):
-    model, path = save_random(tmp_path, "gqa", seed=3)
+@pytest.mark.parametrize("key", ["gqa", "wide"])
+def test_greedy_batch_matches_transformers(tmp_path, key):
+    model, path = save_random(tmp_path, key, seed=3)
     eos = model.config.eos_token_id
     ours = generate(model, PROMPTS, max_new_tokens=32)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -106,14 +108,16 @@ def test_cli_generate_int8(tmp_path, capsys):
     assert rc == 0 and "--- 'the quick'\n" in out and "--- 'lazy dog'\n" in out
 
 
+@pytest.mark.parametrize("key", ["gqa", "wide"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("planned", [True, False])
-def test_decode_step_logits_equal_full_forward(tmp_path, dtype, planned):
+def test_decode_step_logits_equal_full_forward(tmp_path, key, dtype, planned):
     """`Block.decode` (fused q/k norms, one RoPE bmm, matmul attention; weights arranged once
-    per call or per step) gives the logits of a full forward over the same left-padded rows."""
+    per call or per step; "wide": the CPU kernel for fp32) gives the logits of a full forward
+    over the same left-padded rows."""
     from olmo2.model.transformer import KVCache
 
-    model, _ = save_random(tmp_path, "gqa", seed=5)
+    model, _ = save_random(tmp_path, key, seed=5)
     model = model.to(dtype)
     P, steps = max(map(len, PROMPTS)), 4
     ids = torch.tensor([[0] * (P - len(p)) + p for p in PROMPTS])
@@ -122,6 +126,8 @@ def test_decode_step_logits_equal_full_forward(tmp_path, dtype, planned):
     cache = KVCache(model.config, len(PROMPTS), P + steps, left_pad, dtype, "cpu")
     if planned:
         cache.decode_weights = model.decode_weights()
+        uses_kernel = key == "wide" and dtype == torch.float32 and skinny.kernel() is not None
+        assert isinstance(cache.decode_weights[0].q, skinny.SkinnyLinear) == uses_kernel
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     with torch.no_grad():
         model(ids, cache=cache)

@@ -12,7 +12,7 @@ from olmo2.serve.engine import Engine, EngineConfig, QueueFullError
 from tests.model.helpers import CONFIGS, random_model
 
 
-@pytest.fixture(scope="module", params=["mha", "gqa"])
+@pytest.fixture(scope="module", params=["mha", "gqa", "wide"])
 def model(request):
     return random_model(CONFIGS[request.param], seed=3)
 

@@ -1,0 +1,111 @@
+"""The CPU matmul of decoding: y = x · wᵀ for a few fp32 rows x (see `skinny_mm.c`).
+
+A decoding step is a few rows times every weight matrix, bound by how fast the weights stream
+from memory; on the 2-core AVX-512 machine of `bench/RESULTS.md`, MKL's GEMV/GEMM read them
+at 5-12 GB/s and this kernel at 10-17 GB/s. The C source is compiled on first use with the
+system C compiler (`$CC`, `cc` or `gcc`) and cached under `$OLMO2_CACHE_DIR` (default
+`~/.cache/olmo2`) by a hash of source, flags and CPU; without a compiler, or with
+`OLMO2_CPU_KERNELS=0`, `decode_linear` returns the plain transposed weight for `torch.mm`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("skinny_mm.c")
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC"]
+MAX_ROWS = 16
+"""Beyond this many rows BLAS's GEMM is as fast (its packing pays off)."""
+MIN_NUMEL = 1 << 16
+"""Smaller weights stay cache-resident and op-bound: `torch.mm` is as fast."""
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the machine and its CPU feature flags."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()} {flags}"
+
+
+def _build(cc: str, out: Path) -> None:
+    """Compile to an object with OpenMP, link a shared library without an OpenMP runtime
+    (its GOMP_* symbols resolve to torch's), write `out` atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        obj, lib = Path(tmp) / "k.o", Path(tmp) / "k.so"
+        subprocess.run([cc, *FLAGS, "-c", str(SOURCE), "-o", str(obj)], check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+        subprocess.run([cc, "-shared", str(obj), "-o", str(lib)], check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+        os.replace(lib, out)
+
+
+@functools.cache
+def kernel():
+    """The compiled `olmo2_skinny_mm`, or None where it cannot be built or loaded."""
+    if os.environ.get("OLMO2_CPU_KERNELS", "1") == "0":
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    cache = Path(os.environ.get("OLMO2_CACHE_DIR", Path.home() / ".cache" / "olmo2"))
+    try:
+        key = f"{SOURCE.read_text()}{FLAGS}{cc}{_cpu_id()}"
+        path = cache / "kernels" / f"skinny_mm-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+        if not path.exists():
+            log.info("building the CPU decode kernel once: %s", path)
+            _build(cc, path)
+        fn = ctypes.CDLL(str(path)).olmo2_skinny_mm
+    except (OSError, subprocess.SubprocessError) as e:
+        err = getattr(e, "stderr", b"") or b""
+        log.info("CPU decode kernel unavailable, using torch.mm: %s %s", e, err.decode()[-500:])
+        return None
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fn.argtypes, fn.restype = [ptr, i64, i64, ptr, i64, ptr], None
+    return fn
+
+
+class SkinnyLinear:
+    """x [B, K] -> x · wᵀ [B, N] for a contiguous fp32 CPU weight w [N, K]: the kernel for up
+    to `MAX_ROWS` rows, `torch.mm` beyond. No autograd: decoding only."""
+
+    def __init__(self, weight: torch.Tensor, fn):
+        self.weight, self.fn = weight, fn
+
+    def __call__(self, x_BK: torch.Tensor) -> torch.Tensor:
+        B, (N, K) = x_BK.shape[0], self.weight.shape
+        if B > MAX_ROWS or not x_BK.is_contiguous():
+            return torch.mm(x_BK, self.weight.t())
+        y = torch.empty(B, N)
+        self.fn(x_BK.data_ptr(), B, K, self.weight.data_ptr(), N, y.data_ptr())
+        return y
+
+
+def decode_linear(weight: torch.Tensor) -> torch.Tensor | SkinnyLinear:
+    """How decoding multiplies by a linear layer's weight [N, K]: a `SkinnyLinear` for a large
+    contiguous fp32 CPU weight when the kernel is available, else the transposed view for
+    `torch.mm(x, w)`."""
+    w = weight.detach()  # a DTensor (FSDP) stays one: no raw pointer to hand the kernel
+    plain = type(w) is torch.Tensor and w.dtype == torch.float32 and w.device.type == "cpu"
+    if plain and w.numel() >= MIN_NUMEL and w.is_contiguous() and (fn := kernel()) is not None:
+        return SkinnyLinear(w, fn)
+    return w.t()

@@ -1,0 +1,121 @@
+/* y[B, N] = x[B, K] · w[N, K]ᵀ in fp32 for a few rows of x: the linear layers of one
+ * decoding step. Loaded by olmo2/model/skinny.py, built with -O3 -march=native.
+ *
+ * A decoding step reads every weight once and does ~2·B flops per weight, so it runs at
+ * memory speed. BLAS routines lose that speed here: GEMV takes a dot-product path and GEMM
+ * packs w into panels first (another copy, read again), which for B ≤ 8 reaches 5-12 GB/s on
+ * a core that streams 21 GB/s. This kernel reads each weight once: for one row of x as a
+ * single linear stream, for more rows R rows of w at a time against BB rows of x (R·BB
+ * vector accumulators); both prefetch ahead.
+ *
+ * Plain C with GCC vector extensions (AVX-512, AVX2 or NEON, whichever -march gives); OpenMP
+ * over blocks of w's rows. Linked without an OpenMP library: GOMP_* resolve to the runtime
+ * torch has loaded, so torch.set_num_threads() governs this code too and no second thread
+ * pool competes with torch's.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#define V 16
+/* Software prefetch into L2 (found by sweeping on the machine of bench/RESULTS.md: without
+ * it the core stalls on memory between bursts of FMAs, 8-15 GB/s instead of 13-21): the
+ * single-row kernel 4 KB ahead in its stream, the blocked kernels 4 row blocks ahead. */
+#define AHEAD 1024
+#define AHEAD_BLOCKS 4
+typedef float vf __attribute__((vector_size(64)));
+typedef float vf8 __attribute__((vector_size(32)));
+typedef float vf4 __attribute__((vector_size(16)));
+
+static inline vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+
+static inline vf load_tail(const float *p, int64_t n) {
+    vf v = {0};
+    memcpy(&v, p, (size_t)n * sizeof(float));
+    return v;
+}
+
+static inline float hsum(vf v) { /* a tree: 16 -> 8 -> 4 -> 1 */
+    vf8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+            __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    vf4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+/* R rows of w (from w, stride K) against BB rows of x (stride K) into y (row stride ldy) */
+#define KERNEL(R, BB)                                                                       \
+    static void k_##R##_##BB(const float *x, const float *w, int64_t K, float *y,          \
+                             int64_t ldy) {                                                \
+        vf acc[R][BB];                                                                      \
+        vf wv[R];                                                                           \
+        for (int r = 0; r < R; r++)                                                         \
+            for (int b = 0; b < BB; b++) acc[r][b] = (vf){0};                               \
+        int64_t k = 0;                                                                      \
+        for (; k + V <= K; k += V) {                                                        \
+            for (int r = 0; r < R; r++) {                                                   \
+                wv[r] = load(w + r * K + k);                                                \
+                __builtin_prefetch(w + (r + AHEAD_BLOCKS * R) * K + k, 0, 2);               \
+            }                                                                               \
+            for (int b = 0; b < BB; b++) {                                                  \
+                vf xv = load(x + b * K + k);                                                \
+                for (int r = 0; r < R; r++) acc[r][b] += wv[r] * xv;                        \
+            }                                                                               \
+        }                                                                                   \
+        if (k < K) {                                                                        \
+            for (int r = 0; r < R; r++) wv[r] = load_tail(w + r * K + k, K - k);            \
+            for (int b = 0; b < BB; b++) {                                                  \
+                vf xv = load_tail(x + b * K + k, K - k);                                    \
+                for (int r = 0; r < R; r++) acc[r][b] += wv[r] * xv;                        \
+            }                                                                               \
+        }                                                                                   \
+        for (int b = 0; b < BB; b++)                                                        \
+            for (int r = 0; r < R; r++) y[b * ldy + r] = hsum(acc[r][b]);                   \
+    }
+
+/* One row of x: one row of w at a time with 4 accumulators, so w is read as one linear
+ * stream (faster here than R rows in parallel, which are R streams). */
+static void k_1_1(const float *x, const float *w, int64_t K, float *y, int64_t ldy) {
+    (void)ldy;
+    vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int64_t k = 0;
+    for (; k + 4 * V <= K; k += 4 * V) {
+        for (int i = 0; i < 4; i++) __builtin_prefetch(w + k + AHEAD + i * V, 0, 2);
+        a0 += load(w + k) * load(x + k);
+        a1 += load(w + k + V) * load(x + k + V);
+        a2 += load(w + k + 2 * V) * load(x + k + 2 * V);
+        a3 += load(w + k + 3 * V) * load(x + k + 3 * V);
+    }
+    for (; k + V <= K; k += V) a0 += load(w + k) * load(x + k);
+    if (k < K) a0 += load_tail(w + k, K - k) * load_tail(x + k, K - k);
+    y[0] = hsum((a0 + a1) + (a2 + a3));
+}
+
+/* More rows of x: R rows of w at a time, R chosen so that R·BB accumulators plus R weight
+ * vectors fit 32 vector registers. */
+KERNEL(4, 2) KERNEL(4, 3) KERNEL(2, 4) KERNEL(2, 5) KERNEL(2, 6) KERNEL(2, 7)
+KERNEL(2, 8)
+KERNEL(1, 2) KERNEL(1, 3) KERNEL(1, 4) KERNEL(1, 5) KERNEL(1, 6) KERNEL(1, 7)
+KERNEL(1, 8)
+
+typedef void (*kernel)(const float *, const float *, int64_t, float *, int64_t);
+static const kernel WIDE[9] = {0, k_1_1, k_4_2, k_4_3, k_2_4, k_2_5, k_2_6, k_2_7, k_2_8};
+static const int ROWS[9] = {0, 1, 4, 4, 2, 2, 2, 2, 2};
+static const kernel ONE[9] = {0, k_1_1, k_1_2, k_1_3, k_1_4, k_1_5, k_1_6, k_1_7, k_1_8};
+
+/* y[B, N] = x[B, K] · w[N, K]ᵀ, all contiguous. Blocks of 64 rows of w stay in L2 while
+ * each chunk of 8 rows of x passes over them. */
+void olmo2_skinny_mm(const float *x, int64_t B, int64_t K, const float *w, int64_t N,
+                     float *y) {
+    const int64_t NB = 64;
+#pragma omp parallel for schedule(static)
+    for (int64_t n0 = 0; n0 < N; n0 += NB) {
+        int64_t n1 = n0 + NB < N ? n0 + NB : N;
+        for (int64_t b0 = 0; b0 < B; b0 += 8) {
+            int bb = B - b0 < 8 ? (int)(B - b0) : 8;
+            const float *xb = x + b0 * K;
+            float *yb = y + b0 * N;
+            int64_t n = n0;
+            for (; n + ROWS[bb] <= n1; n += ROWS[bb]) WIDE[bb](xb, w + n * K, K, yb + n, N);
+            for (; n < n1; n++) ONE[bb](xb, w + n * K, K, yb + n, N);
+        }
+    }
+}
