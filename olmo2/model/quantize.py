@@ -4,8 +4,8 @@
 for torch's dynamic int8 linear (`torch.ao.quantization.quantize_dynamic`, fbgemm/x86
 kernels): weights int8 with one scale per output channel, activations quantized per call;
 embeddings and RMSNorm weights stay fp32. Measured cost: held-out perplexity within 0.5% of
-fp32 for a briefly trained debug model (tests/model/test_quantize.py); decode 1.3x faster than
-fp32 at batch 1 on a 53M model (bench/serve.py).
+fp32 for a briefly trained debug model (tests/model/test_quantize.py); decode 1.2x faster than
+fp32 (with its CPU kernel) at batch 1 on a 53M model (bench/serve.py).
 
 torch marks the `torch.ao` eager-mode API as deprecated in favour of torchao; it still works
 on torch 2.13 CPU and needs no extra dependency. Its deprecation warnings are silenced here.

@@ -1,4 +1,4 @@
-"""The CPU matmul of decoding: y = x · wᵀ for a few fp32 rows x (see `skinny_mm.c`).
+"""The CPU matmul of decoding: y = x · wᵀ for up to 32 fp32 rows x (see `skinny_mm.c`).
 
 A decoding step is a few rows times every weight matrix, bound by how fast the weights stream
 from memory; on the 2-core AVX-512 machine of `bench/RESULTS.md`, MKL's GEMV/GEMM read them
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("skinny_mm.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC"]
-MAX_ROWS = 16
+MAX_ROWS = 32
 """Beyond this many rows BLAS's GEMM is as fast (its packing pays off)."""
 MIN_NUMEL = 1 << 16
 """Smaller weights stay cache-resident and op-bound: `torch.mm` is as fast."""
