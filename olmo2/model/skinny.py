@@ -86,14 +86,20 @@ def kernel():
 
 class SkinnyLinear:
     """x [B, K] -> x · wᵀ [B, N] for a contiguous fp32 CPU weight w [N, K]: the kernel for up
-    to `MAX_ROWS` rows, `torch.mm` beyond. No autograd: decoding only."""
+    to `MAX_ROWS` contiguous fp32 rows outside autocast, `torch.mm` otherwise. No autograd:
+    decoding only."""
 
     def __init__(self, weight: torch.Tensor, fn):
         self.weight, self.fn = weight, fn
 
     def __call__(self, x_BK: torch.Tensor) -> torch.Tensor:
         B, (N, K) = x_BK.shape[0], self.weight.shape
-        if B > MAX_ROWS or not x_BK.is_contiguous():
+        if (
+            B > MAX_ROWS
+            or x_BK.dtype != torch.float32
+            or not x_BK.is_contiguous()
+            or torch.is_autocast_enabled("cpu")  # autocast's dtype rules, as a module would
+        ):
             return torch.mm(x_BK, self.weight.t())
         y = torch.empty(B, N)
         self.fn(x_BK.data_ptr(), B, K, self.weight.data_ptr(), N, y.data_ptr())

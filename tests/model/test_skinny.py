@@ -55,6 +55,10 @@ def test_decode_linear_picks_the_kernel_only_where_it_helps(fresh_kernel):
     for w in (torch.randn(64, 64), big.bfloat16(), big.t()):  # small, bf16, non-contiguous
         got = skinny.decode_linear(w)
         assert isinstance(got, torch.Tensor) and torch.equal(got, w.t())
+    x = torch.randn(2, 256)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's rules hold: torch.mm
+        got, want = skinny.decode_linear(big)(x), x @ big.t()
+    assert got.dtype == want.dtype == torch.bfloat16 and torch.equal(got, want)
     p = torch.nn.Parameter(big.clone())
     lin = skinny.decode_linear(p)
     with torch.no_grad():
