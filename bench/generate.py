@@ -1,6 +1,6 @@
 """Decode throughput: olmo2's KV-cache generator vs transformers' `generate`, same weights.
 
-    .venv/bin/python bench/generate.py [--sizes debug 100m] [--repeats 3]
+    .venv/bin/python bench/generate.py [--sizes debug 100m] [--repeats 3] [--dtype bfloat16]
 
 Prints new tokens/s for each and the ratio olmo2 / transformers (best of N, measured in
 the same run, interleaved).
@@ -27,13 +27,15 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = ap.parse_args()
-    header("decode tokens/s, greedy, fp32 CPU")
+    header(f"decode tokens/s, greedy, {args.dtype} CPU")
     print(f"{'size':<6} {'batch':>5} {'olmo2 tok/s':>12} {'hf tok/s':>10} {'ratio':>6}")
     for size in args.sizes:
         cfg = SIZES[size]
         model, hf = twin_models(cfg)
-        model, hf = model.eval(), hf.eval()
+        dtype = getattr(torch, args.dtype)
+        model, hf = model.eval().to(dtype), hf.eval().to(dtype)
         for batch in args.batches:
             g = torch.Generator().manual_seed(batch)
             prompts = torch.randint(2, cfg.vocab_size, (batch, args.prompt_len), generator=g)

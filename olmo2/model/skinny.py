@@ -1,11 +1,14 @@
-"""The CPU matmul of decoding: y = x · wᵀ for up to 32 fp32 rows x (see `skinny_mm.c`).
+"""The CPU matmul of decoding: y = x · wᵀ for up to 32 rows x, fp32 or bf16 (`skinny_mm.c`).
 
 A decoding step is a few rows times every weight matrix, bound by how fast the weights stream
 from memory; on the 2-core AVX-512 machine of `bench/RESULTS.md`, MKL's GEMV/GEMM read them
-at 5-12 GB/s and this kernel at 10-17 GB/s. The C source is compiled on first use with the
-system C compiler (`$CC`, `cc` or `gcc`) and cached under `$OLMO2_CACHE_DIR` (default
-`~/.cache/olmo2`) by a hash of source, flags and CPU; without a compiler, or with
-`OLMO2_CPU_KERNELS=0`, `decode_linear` returns the plain transposed weight for `torch.mm`.
+at 5-12 GB/s and this kernel at 13-21 GB/s. bf16 weights are read as bf16 (half the bytes)
+and multiplied in fp32, as torch's bf16 matmul does; the result is rounded to bf16.
+
+The C source is compiled on first use with the system C compiler (`$CC`, `cc` or `gcc`) and
+cached under `$OLMO2_CACHE_DIR` (default `~/.cache/olmo2`) by a hash of source, flags and CPU;
+without a compiler, or with `OLMO2_CPU_KERNELS=0`, `decode_linear` returns the plain transposed
+weight for `torch.mm`.
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ def _build(cc: str, out: Path) -> None:
 
 
 @functools.cache
-def kernel():
-    """The compiled `olmo2_skinny_mm`, or None where it cannot be built or loaded."""
+def kernel() -> dict[torch.dtype, ctypes._CFuncPtr] | None:
+    """The compiled kernels by weight dtype, or None where they cannot be built or loaded."""
     if os.environ.get("OLMO2_CPU_KERNELS", "1") == "0":
         return None
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -74,20 +77,22 @@ def kernel():
         if not path.exists():
             log.info("building the CPU decode kernel once: %s", path)
             _build(cc, path)
-        fn = ctypes.CDLL(str(path)).olmo2_skinny_mm
+        lib = ctypes.CDLL(str(path))
+        fns = {torch.float32: lib.olmo2_skinny_mm_float, torch.bfloat16: lib.olmo2_skinny_mm_bf16}
     except (OSError, subprocess.SubprocessError) as e:
         err = getattr(e, "stderr", b"") or b""
         log.info("CPU decode kernel unavailable, using torch.mm: %s %s", e, err.decode()[-500:])
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    fn.argtypes, fn.restype = [ptr, i64, i64, ptr, i64, ptr], None
-    return fn
+    for fn in fns.values():
+        fn.argtypes, fn.restype = [ptr, i64, i64, ptr, i64, ptr], None
+    return fns
 
 
 class SkinnyLinear:
-    """x [B, K] -> x · wᵀ [B, N] for a contiguous fp32 CPU weight w [N, K]: the kernel for up
-    to `MAX_ROWS` contiguous fp32 rows outside autocast, `torch.mm` otherwise. No autograd:
-    decoding only."""
+    """x [B, K] -> x · wᵀ [B, N] for a contiguous fp32 or bf16 CPU weight w [N, K]: the kernel
+    for up to `MAX_ROWS` contiguous rows of w's dtype outside autocast, `torch.mm` otherwise.
+    No autograd: decoding only."""
 
     def __init__(self, weight: torch.Tensor, fn):
         self.weight, self.fn = weight, fn
@@ -96,22 +101,23 @@ class SkinnyLinear:
         B, (N, K) = x_BK.shape[0], self.weight.shape
         if (
             B > MAX_ROWS
-            or x_BK.dtype != torch.float32
+            or x_BK.dtype != self.weight.dtype
             or not x_BK.is_contiguous()
             or torch.is_autocast_enabled("cpu")  # autocast's dtype rules, as a module would
         ):
             return torch.mm(x_BK, self.weight.t())
-        y = torch.empty(B, N)
-        self.fn(x_BK.data_ptr(), B, K, self.weight.data_ptr(), N, y.data_ptr())
-        return y
+        x, y = x_BK.float(), torch.empty(B, N)  # fp32 x: no copy for fp32
+        self.fn(x.data_ptr(), B, K, self.weight.data_ptr(), N, y.data_ptr())
+        return y.to(x_BK.dtype)
 
 
 def decode_linear(weight: torch.Tensor) -> torch.Tensor | SkinnyLinear:
     """How decoding multiplies by a linear layer's weight [N, K]: a `SkinnyLinear` for a large
-    contiguous fp32 CPU weight when the kernel is available, else the transposed view for
+    contiguous fp32/bf16 CPU weight when the kernel is available, else the transposed view for
     `torch.mm(x, w)`."""
     w = weight.detach()  # a DTensor (FSDP) stays one: no raw pointer to hand the kernel
-    plain = type(w) is torch.Tensor and w.dtype == torch.float32 and w.device.type == "cpu"
-    if plain and w.numel() >= MIN_NUMEL and w.is_contiguous() and (fn := kernel()) is not None:
-        return SkinnyLinear(w, fn)
+    plain = type(w) is torch.Tensor and w.device.type == "cpu" and w.is_contiguous()
+    fns = kernel() if plain and w.numel() >= MIN_NUMEL else None
+    if fns is not None and w.dtype in fns:
+        return SkinnyLinear(w, fns[w.dtype])
     return w.t()

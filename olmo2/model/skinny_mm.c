@@ -1,5 +1,6 @@
-/* y[B, N] = x[B, K] · w[N, K]ᵀ in fp32 for a few rows of x: the linear layers of one
- * decoding step. Loaded by olmo2/model/skinny.py, built with -O3 -march=native.
+/* y[B, N] = x[B, K] · w[N, K]ᵀ for a few fp32 rows of x and fp32 or bf16 weights, with fp32
+ * products and sums: the linear layers of one decoding step. Loaded by
+ * olmo2/model/skinny.py, built with -O3 -march=native.
  *
  * A decoding step reads every weight once and does ~2·B flops per weight, so it runs at
  * memory speed. BLAS routines lose that speed here: GEMV takes a dot-product path and GEMM
@@ -25,14 +26,36 @@
 typedef float vf __attribute__((vector_size(64)));
 typedef float vf8 __attribute__((vector_size(32)));
 typedef float vf4 __attribute__((vector_size(16)));
+typedef uint16_t vh __attribute__((vector_size(32)));
+typedef uint32_t vu __attribute__((vector_size(64)));
+typedef uint16_t bf16;
 
-static inline vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline vf load_f32(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 
-static inline vf load_tail(const float *p, int64_t n) {
+static inline vf load_tail_f32(const float *p, int64_t n) {
     vf v = {0};
     memcpy(&v, p, (size_t)n * sizeof(float));
     return v;
 }
+
+static inline vf widen(vh h) { /* bf16 is the top half of an fp32: exact */
+    vu u = __builtin_convertvector(h, vu) << 16;
+    vf f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline vf load_bf16(const bf16 *p) { vh h; memcpy(&h, p, sizeof h); return widen(h); }
+
+static inline vf load_tail_bf16(const bf16 *p, int64_t n) {
+    vh h = {0};
+    memcpy(&h, p, (size_t)n * sizeof(bf16));
+    return widen(h);
+}
+
+#define load(p) _Generic((p), const float *: load_f32, const bf16 *: load_bf16)(p)
+#define load_tail(p, n) \
+    _Generic((p), const float *: load_tail_f32, const bf16 *: load_tail_bf16)(p, n)
 
 static inline float hsum(vf v) { /* a tree: 16 -> 8 -> 4 -> 1 */
     vf8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
@@ -42,9 +65,9 @@ static inline float hsum(vf v) { /* a tree: 16 -> 8 -> 4 -> 1 */
 }
 
 /* R rows of w (from w, stride K) against BB rows of x (stride K) into y (row stride ldy) */
-#define KERNEL(R, BB)                                                                       \
-    static void k_##R##_##BB(const float *x, const float *w, int64_t K, float *y,          \
-                             int64_t ldy) {                                                \
+#define KERNEL(R, BB, WT)                                                                   \
+    static void k_##R##_##BB##_##WT(const float *x, const WT *w, int64_t K, float *y,      \
+                                    int64_t ldy) {                                         \
         vf acc[R][BB];                                                                      \
         vf wv[R];                                                                           \
         for (int r = 0; r < R; r++)                                                         \
@@ -73,49 +96,59 @@ static inline float hsum(vf v) { /* a tree: 16 -> 8 -> 4 -> 1 */
 
 /* One row of x: one row of w at a time with 4 accumulators, so w is read as one linear
  * stream (faster here than R rows in parallel, which are R streams). */
-static void k_1_1(const float *x, const float *w, int64_t K, float *y, int64_t ldy) {
-    (void)ldy;
-    vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    int64_t k = 0;
-    for (; k + 4 * V <= K; k += 4 * V) {
-        for (int i = 0; i < 4; i++) __builtin_prefetch(w + k + AHEAD + i * V, 0, 2);
-        a0 += load(w + k) * load(x + k);
-        a1 += load(w + k + V) * load(x + k + V);
-        a2 += load(w + k + 2 * V) * load(x + k + 2 * V);
-        a3 += load(w + k + 3 * V) * load(x + k + 3 * V);
+#define STREAM(WT)                                                                          \
+    static void k_1_1_##WT(const float *x, const WT *w, int64_t K, float *y, int64_t ldy) { \
+        (void)ldy;                                                                          \
+        vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                          \
+        int64_t k = 0;                                                                      \
+        for (; k + 4 * V <= K; k += 4 * V) {                                                \
+            for (int i = 0; i < 4; i++) __builtin_prefetch(w + k + AHEAD + i * V, 0, 2);    \
+            a0 += load(w + k) * load(x + k);                                                \
+            a1 += load(w + k + V) * load(x + k + V);                                        \
+            a2 += load(w + k + 2 * V) * load(x + k + 2 * V);                                \
+            a3 += load(w + k + 3 * V) * load(x + k + 3 * V);                                \
+        }                                                                                   \
+        for (; k + V <= K; k += V) a0 += load(w + k) * load(x + k);                         \
+        if (k < K) a0 += load_tail(w + k, K - k) * load_tail(x + k, K - k);                 \
+        y[0] = hsum((a0 + a1) + (a2 + a3));                                                 \
     }
-    for (; k + V <= K; k += V) a0 += load(w + k) * load(x + k);
-    if (k < K) a0 += load_tail(w + k, K - k) * load_tail(x + k, K - k);
-    y[0] = hsum((a0 + a1) + (a2 + a3));
-}
 
 /* More rows of x: R rows of w at a time, R chosen so that R·BB accumulators plus R weight
  * vectors fit 32 vector registers. */
-KERNEL(4, 2) KERNEL(4, 3) KERNEL(2, 4) KERNEL(2, 5) KERNEL(2, 6) KERNEL(2, 7)
-KERNEL(2, 8)
-KERNEL(1, 2) KERNEL(1, 3) KERNEL(1, 4) KERNEL(1, 5) KERNEL(1, 6) KERNEL(1, 7)
-KERNEL(1, 8)
-
-typedef void (*kernel)(const float *, const float *, int64_t, float *, int64_t);
-static const kernel WIDE[9] = {0, k_1_1, k_4_2, k_4_3, k_2_4, k_2_5, k_2_6, k_2_7, k_2_8};
-static const int ROWS[9] = {0, 1, 4, 4, 2, 2, 2, 2, 2};
-static const kernel ONE[9] = {0, k_1_1, k_1_2, k_1_3, k_1_4, k_1_5, k_1_6, k_1_7, k_1_8};
-
-/* y[B, N] = x[B, K] · w[N, K]ᵀ, all contiguous. Blocks of 64 rows of w stay in L2 while
- * each chunk of 8 rows of x passes over them. */
-void olmo2_skinny_mm(const float *x, int64_t B, int64_t K, const float *w, int64_t N,
-                     float *y) {
-    const int64_t NB = 64;
-#pragma omp parallel for schedule(static)
-    for (int64_t n0 = 0; n0 < N; n0 += NB) {
-        int64_t n1 = n0 + NB < N ? n0 + NB : N;
-        for (int64_t b0 = 0; b0 < B; b0 += 8) {
-            int bb = B - b0 < 8 ? (int)(B - b0) : 8;
-            const float *xb = x + b0 * K;
-            float *yb = y + b0 * N;
-            int64_t n = n0;
-            for (; n + ROWS[bb] <= n1; n += ROWS[bb]) WIDE[bb](xb, w + n * K, K, yb + n, N);
-            for (; n < n1; n++) ONE[bb](xb, w + n * K, K, yb + n, N);
-        }
+#define ALL(WT)                                                                             \
+    STREAM(WT)                                                                              \
+    KERNEL(4, 2, WT) KERNEL(4, 3, WT) KERNEL(2, 4, WT) KERNEL(2, 5, WT) KERNEL(2, 6, WT)    \
+    KERNEL(2, 7, WT) KERNEL(2, 8, WT) KERNEL(1, 2, WT) KERNEL(1, 3, WT) KERNEL(1, 4, WT)    \
+    KERNEL(1, 5, WT) KERNEL(1, 6, WT) KERNEL(1, 7, WT) KERNEL(1, 8, WT)                     \
+    static void (*const WIDE_##WT[9])(const float *, const WT *, int64_t, float *,          \
+                                      int64_t) = {0,            k_1_1_##WT, k_4_2_##WT,    \
+                                                  k_4_3_##WT,   k_2_4_##WT, k_2_5_##WT,    \
+                                                  k_2_6_##WT,   k_2_7_##WT, k_2_8_##WT};   \
+    static void (*const ONE_##WT[9])(const float *, const WT *, int64_t, float *,           \
+                                     int64_t) = {0,           k_1_1_##WT, k_1_2_##WT,      \
+                                                 k_1_3_##WT,  k_1_4_##WT, k_1_5_##WT,      \
+                                                 k_1_6_##WT,  k_1_7_##WT, k_1_8_##WT};     \
+    /* y[B, N] = x[B, K] · w[N, K]ᵀ, all contiguous. Blocks of 64 rows of w stay in L2     \
+     * while each chunk of 8 rows of x passes over them. */                                 \
+    void olmo2_skinny_mm_##WT(const float *x, int64_t B, int64_t K, const WT *w, int64_t N, \
+                              float *y) {                                                   \
+        const int64_t NB = 64;                                                              \
+        _Pragma("omp parallel for schedule(static)")                                        \
+        for (int64_t n0 = 0; n0 < N; n0 += NB) {                                            \
+            int64_t n1 = n0 + NB < N ? n0 + NB : N;                                         \
+            for (int64_t b0 = 0; b0 < B; b0 += 8) {                                         \
+                int bb = B - b0 < 8 ? (int)(B - b0) : 8;                                    \
+                const float *xb = x + b0 * K;                                               \
+                float *yb = y + b0 * N;                                                     \
+                int64_t n = n0;                                                             \
+                for (; n + ROWS[bb] <= n1; n += ROWS[bb])                                   \
+                    WIDE_##WT[bb](xb, w + n * K, K, yb + n, N);                             \
+                for (; n < n1; n++) ONE_##WT[bb](xb, w + n * K, K, yb + n, N);              \
+            }                                                                               \
+        }                                                                                   \
     }
-}
+
+static const int ROWS[9] = {0, 1, 4, 4, 2, 2, 2, 2, 2}; /* rows of w per call of WIDE[bb] */
+
+ALL(float)
+ALL(bf16)

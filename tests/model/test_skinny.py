@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 
 import pytest
@@ -35,15 +36,20 @@ def test_kernel_matches_float64_matmul(fresh_kernel, threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for N, K in [(300, 264), (1000, 7), (129, 1040)]:
-            w = torch.randn(N, K, generator=g)
-            lin = skinny.SkinnyLinear(w, skinny.kernel())
+        for (N, K), dtype in itertools.product(
+            [(300, 264), (1000, 7), (129, 1040)], [torch.float32, torch.bfloat16]
+        ):
+            w = torch.randn(N, K, generator=g).to(dtype)
+            lin = skinny.SkinnyLinear(w, skinny.kernel()[dtype])
             for B in range(1, skinny.MAX_ROWS + 3):
-                x = torch.randn(B, K, generator=g)
-                want = (x.double() @ w.double().t()).float()
+                x = torch.randn(B, K, generator=g).to(dtype)
+                want = (x.double() @ w.double().t()).to(dtype)  # exact, rounded once
                 got = lin(x)
-                assert got.shape == (B, N) and got.dtype == torch.float32
-                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * K**0.5)
+                assert got.shape == (B, N) and got.dtype == dtype
+                if dtype == torch.float32:
+                    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * K**0.5)
+                else:  # fp32 sums, then one bf16 rounding: at most one bf16 ulp apart
+                    torch.testing.assert_close(got.float(), want.float(), rtol=8e-3, atol=1e-5)
     finally:
         torch.set_num_threads(before)
 
@@ -52,7 +58,8 @@ def test_kernel_matches_float64_matmul(fresh_kernel, threads):
 def test_decode_linear_picks_the_kernel_only_where_it_helps(fresh_kernel):
     big = torch.randn(512, 256)
     assert isinstance(skinny.decode_linear(big), skinny.SkinnyLinear)
-    for w in (torch.randn(64, 64), big.bfloat16(), big.t()):  # small, bf16, non-contiguous
+    assert isinstance(skinny.decode_linear(big.bfloat16()), skinny.SkinnyLinear)
+    for w in (torch.randn(64, 64), big.half(), big.t()):  # small, fp16, non-contiguous
         got = skinny.decode_linear(w)
         assert isinstance(got, torch.Tensor) and torch.equal(got, w.t())
     x = torch.randn(2, 256)
