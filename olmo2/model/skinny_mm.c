@@ -23,6 +23,10 @@
  * single-row kernel 4 KB ahead in its stream, the blocked kernels 4 row blocks ahead. */
 #define AHEAD 1024
 #define AHEAD_BLOCKS 4
+/* Below this many weights one thread does it: waking a sleeping OpenMP worker costs 20-40 us,
+ * and libgomp puts them to sleep at once when it manages more threads than cores (on 2
+ * cores: a second thread that calls torch, such as the `olmo2 serve` engine's). */
+#define PARALLEL_MIN (1 << 18)
 typedef float vf __attribute__((vector_size(64)));
 typedef float vf8 __attribute__((vector_size(32)));
 typedef float vf4 __attribute__((vector_size(16)));
@@ -133,7 +137,7 @@ static inline float hsum(vf v) { /* a tree: 16 -> 8 -> 4 -> 1 */
     void olmo2_skinny_mm_##WT(const float *x, int64_t B, int64_t K, const WT *w, int64_t N, \
                               float *y) {                                                   \
         const int64_t NB = 64;                                                              \
-        _Pragma("omp parallel for schedule(static)")                                        \
+        _Pragma("omp parallel for schedule(static) if (N * K >= PARALLEL_MIN)")             \
         for (int64_t n0 = 0; n0 < N; n0 += NB) {                                            \
             int64_t n1 = n0 + NB < N ? n0 + NB : N;                                         \
             for (int64_t b0 = 0; b0 < B; b0 += 8) {                                         \
