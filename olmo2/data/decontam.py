@@ -1,10 +1,10 @@
 """Decontamination: find training documents that share a long n-gram with an evaluation set.
 
-Text is normalised to lowercase words with punctuation removed (`dedup.normalized_words`); a training
-document is contaminated when any of its `ngram`-word windows (default 13, the GPT-3 rule,
-Brown et al. 2020 App. C) also occurs in an evaluation text. The index is a sorted numpy array of
-64-bit n-gram hashes, so building it over all eval sets takes about a second and a lookup is one
-`np.searchsorted`.
+Text is normalised to lowercase words with punctuation removed (`dedup.normalized_words`); a
+training document is contaminated when any of its `ngram`-word windows (default 13, the GPT-3
+rule, Brown et al. 2020 App. C) also occurs in an evaluation text. The index is a sorted numpy
+array of 64-bit n-gram hashes (`hashing.ngram_hashes`), so building it over all eval sets takes
+about a second and a lookup is one `np.searchsorted`.
 
 Which files and fields are read (`EVAL_SOURCES`, for a directory laid out like shared/data/eval):
 only evaluation splits are indexed — never splits that are meant for training or few-shot
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from olmo2.data.dedup import normalized_words, stable_word_hashes
+from olmo2.data.dedup import normalized_words
 from olmo2.data.documents import open_text
+from olmo2.data.hashing import ngram_hashes, stable_word_hashes
 
 log = logging.getLogger(__name__)
 
@@ -126,24 +127,6 @@ def eval_texts(eval_dir: str | Path, tasks: list[str] | None = None) -> Iterator
                             yield task, text
 
 
-def window_hashes(wh: np.ndarray, n: int) -> np.ndarray:
-    """Hash of every window of n consecutive word hashes (len(wh) - n + 1 of them)."""
-    m = len(wh) - n + 1
-    if m <= 0:
-        return np.empty(0, dtype=np.uint64)
-    h = np.zeros(m, dtype=np.uint64)
-    mix = np.uint64(0x9E3779B97F4A7C15)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            h = (h ^ wh[k : k + m]) * mix
-    return h
-
-
-def ngram_hashes(text: str, n: int) -> np.ndarray:
-    """Hashes of every n-word window of the normalised text (empty if shorter than n)."""
-    return window_hashes(stable_word_hashes(normalized_words(text)), n)
-
-
 @dataclass
 class DecontamConfig:
     eval_dir: str | None = None
@@ -191,7 +174,7 @@ class ContaminationIndex:
                 f"{cfg.eval_dir}: no evaluation texts found (expected e.g. gsm8k/test.jsonl)"
             )
         seg = np.repeat(np.arange(len(text_lengths)), text_lengths)  # text number of each word
-        h = window_hashes(stable_word_hashes(words), cfg.ngram)
+        h = ngram_hashes(stable_word_hashes(words), cfg.ngram)
         inside = seg[: len(h)] == seg[cfg.ngram - 1 :]
         hashes, owner = h[inside], np.asarray(task_of_text, dtype=np.int16)[seg[: len(h)][inside]]
         order = np.argsort(hashes)
@@ -210,7 +193,7 @@ class ContaminationIndex:
 
     def matches(self, text: str) -> list[str]:
         """Eval tasks sharing at least one n-gram with `text` (empty list = clean)."""
-        h = ngram_hashes(text, self.ngram)
+        h = ngram_hashes(stable_word_hashes(normalized_words(text)), self.ngram)
         if not len(h) or not len(self.hashes):
             return []
         h = np.unique(h)  # sorted queries make the binary searches cache-friendly

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from olmo2.data.hashing import ngram_hashes, stable_word_hashes
+
 log = logging.getLogger(__name__)
 
 _SPACE = re.compile(r"\s+")
@@ -62,53 +64,11 @@ def normalized_words(text: str) -> list[bytes]:
     return text.encode("utf-8", errors="replace").translate(_PUNCT_TO_SPACE).split()
 
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-_MAX_WORD_BYTES = 64
-
-
-def stable_word_hashes(words: list[bytes]) -> np.ndarray:
-    """64-bit hashes of words, identical in every process (Python's `hash` is salted).
-
-    Vectorised: the words become one fixed-width byte matrix, read as little-endian uint64
-    columns and folded with multiply-xorshift. Words over 64 bytes are first replaced by a
-    16-byte digest so one long token cannot blow up the matrix width.
-    (A word that is a prefix of another plus NUL bytes would collide; text has no NULs.)
-    """
-    if not words:
-        return np.empty(0, dtype=np.uint64)
-    if max(map(len, words)) > _MAX_WORD_BYTES:
-        words = [
-            w if len(w) <= _MAX_WORD_BYTES else hashlib.blake2b(w, digest_size=16).digest()
-            for w in words
-        ]
-    width = max(8, -(-max(map(len, words)) // 8) * 8)
-    cols = np.array(words, dtype=f"S{width}").view("<u8").reshape(len(words), width // 8)
-    h = np.full(len(words), 0x2545F4914F6CDD1D, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(cols.shape[1]):
-            mixed = (h ^ cols[:, j]) * _MIX
-            mixed ^= mixed >> np.uint64(29)
-            # All-zero columns are padding (UTF-8 words hold no NUL), so skipping them makes
-            # the hash independent of the matrix width.
-            h = np.where(cols[:, j] != 0, mixed, h)
-    return h
-
-
 def shingle_hashes(words: list[bytes], n: int) -> np.ndarray:
-    """Unique 64-bit hashes of the word n-grams (a text shorter than n is one shingle)."""
+    """Unique 64-bit hashes of the word n-grams (a text shorter than n is one shingle, so a
+    short document still has a signature)."""
     wh = stable_word_hashes(words)
-    if len(wh) == 0:
-        return wh
-    n = min(n, len(wh))
-    m = len(wh) - n + 1
-    h = np.zeros(m, dtype=np.uint64)
-    p = np.uint64(1)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            p = p * _MIX
-            h = h ^ (wh[k : k + m] * p)
-            h = h * _MIX
-    return np.unique(h)
+    return np.unique(ngram_hashes(wh, min(n, len(wh)))) if len(wh) else wh
 
 
 def shingle_text(text: str, n: int) -> np.ndarray:

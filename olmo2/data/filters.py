@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from olmo2.data.dedup import stable_word_hashes
 from olmo2.data.documents import Document
+from olmo2.data.hashing import ngram_hashes, stable_word_hashes
 
 log = logging.getLogger(__name__)
 
@@ -205,26 +205,11 @@ def duplicate_fractions(items: list[str]) -> tuple[float, float]:
     return dup / len(items), dup_chars / max(total_chars, 1)
 
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-
-
-def ngram_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
-    """64-bit hash of every word n-gram, vectorised: h = sum_k w[i+k] * P^(k+1) (mod 2^64)."""
-    m = len(word_hashes) - n + 1
-    out = np.zeros(m, dtype=np.uint64)
-    p = np.uint64(1)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            p = p * _MIX
-            out += word_hashes[k : k + m] * p
-    return out
-
-
 class WordNgrams:
     """Gopher's n-gram repetition statistics over the whitespace words of one text.
 
     Words are the UTF-8 byte strings between whitespace and lengths are in bytes (equal to
-    characters for ASCII); hashing is vectorised (`dedup.stable_word_hashes`).
+    characters for ASCII); hashing is vectorised (`hashing.ngram_hashes`).
     """
 
     def __init__(self, words: list[bytes]):

@@ -29,11 +29,10 @@ import dataclasses
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,11 +43,14 @@ from olmo2.data.decontam import ContaminationIndex, DecontamConfig
 from olmo2.data.dedup import DedupConfig, Deduplicator, DocFeatures, remove_paragraphs
 from olmo2.data.documents import Document, ReadStats, check_inputs, iter_documents
 from olmo2.data.filters import FILTER_NAMES, FilterConfig, FilterPipeline
+from olmo2.data.pool import chunks_by_size, ordered_map
 from olmo2.utils import atomic_path, data_dir, sha256_file, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 DEDUP_MODES = ("exact", "minhash", "paragraph")
+CHUNK_CHARS = 1 << 20
+"""Characters of text per work item sent to a pass-1 worker."""
 
 
 @dataclass
@@ -108,46 +110,10 @@ _ANALYZER: Analyzer | None = None
 
 
 def _analyze_chunk(items: list[tuple[int, Document, str | None]]) -> list[Analysis]:
+    # Workers are forked after `_ANALYZER` is set, so they inherit the filters and the
+    # contamination index instead of unpickling them.
     assert _ANALYZER is not None
     return [_ANALYZER(doc, key) for _, doc, key in items]
-
-
-def _chunks(items: Iterable, chunk_chars: int = 1 << 20) -> Iterator[list]:
-    chunk, size = [], 0
-    for it in items:
-        chunk.append(it)
-        size += len(it[1].text)
-        if size >= chunk_chars:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
-
-
-def _parallel_map(fn: Callable, chunks: Iterator[list], workers: int) -> Iterator:
-    """Ordered map over chunks with at most 2 chunks per worker in flight (bounded memory).
-
-    Workers are forked after `_ANALYZER` is set, so they inherit the filters and the
-    contamination index instead of unpickling them.
-    """
-    if workers <= 1:
-        for c in chunks:
-            yield c, fn(c)
-        return
-    pool = mp.get_context("fork").Pool(workers)
-    try:
-        pending: collections.deque = collections.deque()
-        for c in chunks:
-            pending.append((c, pool.apply_async(fn, (c,))))
-            if len(pending) >= 2 * workers:
-                c0, r0 = pending.popleft()
-                yield c0, r0.get()
-        while pending:
-            c0, r0 = pending.popleft()
-            yield c0, r0.get()
-    finally:
-        pool.terminate()
-        pool.join()
 
 
 @dataclass
@@ -220,7 +186,8 @@ def analyze(cfg: PrepareConfig, index: ContaminationIndex | None) -> tuple[Decis
     attrs: dict[int, list[dict]] = collections.defaultdict(list)
     bar = tqdm(desc="filter+dedup", unit=" docs", mininterval=1.0)
     try:
-        for chunk, results in _parallel_map(_analyze_chunk, _chunks(items()), cfg.workers):
+        chunks = chunks_by_size(items(), CHUNK_CHARS, lambda it: len(it[1].text))
+        for chunk, results in ordered_map(_analyze_chunk, chunks, cfg.workers):
             for (i, doc, _), a in zip(chunk, results):
                 row = _decide(doc, a, cfg, dedup, decisions, funnel)
                 if cfg.attributes_dir is not None:

@@ -21,7 +21,7 @@ header carries no timestamp).
 
 Parallelism: a process pool, each worker holding its own `tokenizers.Tokenizer` with Rust
 threading off, encodes chunks of documents with `encode_batch_fast` (no offsets); results
-come back in order (`imap`), so output does not depend on the worker count.
+come back in order (`pool.ordered_map`), so output does not depend on the worker count.
 
 Note: like `tokenizers`' own `encode`, special-token strings that occur literally in a
 document's text (e.g. "<|endoftext|>") are matched as those special tokens.
@@ -29,14 +29,12 @@ document's text (e.g. "<|endoftext|>") are matched as those special tokens.
 
 from __future__ import annotations
 
-import collections
 import csv
 import gzip
 import io
 import itertools
 import json
 import logging
-import multiprocessing as mp
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from olmo2.data.pool import chunks_by_size, ordered_map
 from olmo2.utils import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -99,48 +98,19 @@ def _encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return flat, lens
 
 
-def _chunks(docs: Iterator, chunk_chars: int) -> Iterator[list]:
-    chunk, size = [], 0
-    for d in docs:
-        chunk.append(d)
-        size += len(d.text)
-        if size >= chunk_chars:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
-
-
 def _encoded(docs: Iterator, tokenizer_path: str, num_workers: int) -> Iterator[tuple]:
-    """Yield (document, token array incl. EOS) in input order.
-
-    With workers, at most 2 chunks per worker are in flight, so memory stays bounded however
-    long the stream is (`Pool.imap` would read the whole input ahead).
-    """
-    chunks = _chunks(docs, CHUNK_CHARS)
-    if num_workers <= 1:
-        _init_worker(tokenizer_path, single_thread=False)
-        results: Iterator = ((c, _encode_chunk([d.text for d in c])) for c in chunks)
-        yield from _split(results)
-        return
-    pool = mp.get_context("fork").Pool(num_workers, _init_worker, (tokenizer_path,))
-    try:
-        pending: collections.deque = collections.deque()
-
-        def submitted():
-            for c in chunks:
-                pending.append((c, pool.apply_async(_encode_chunk, ([d.text for d in c],))))
-                if len(pending) >= 2 * num_workers:
-                    c0, r0 = pending.popleft()
-                    yield c0, r0.get()
-            while pending:
-                c0, r0 = pending.popleft()
-                yield c0, r0.get()
-
-        yield from _split(submitted())
-    finally:
-        pool.terminate()
-        pool.join()
+    """Yield (document, token array incl. EOS) in input order (`pool.ordered_map`)."""
+    chunks = chunks_by_size(docs, CHUNK_CHARS, lambda d: len(d.text))
+    yield from _split(
+        ordered_map(
+            _encode_chunk,
+            chunks,
+            num_workers,
+            send=lambda chunk: [d.text for d in chunk],
+            initializer=_init_worker,
+            initargs=(tokenizer_path, num_workers > 1),  # 1 worker: let Rust use its threads
+        )
+    )
 
 
 def _split(results: Iterator[tuple]) -> Iterator[tuple]:
