@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SIZES, best_of, header, twin_models  # noqa: E402
 
-from olmo2.model.generate import generate  # noqa: E402
+from olmo2.infer.generate import generate  # noqa: E402
 
 
 def main() -> None:

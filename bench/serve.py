@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_of, header  # noqa: E402
 
+from olmo2.infer.generate import generate  # noqa: E402
 from olmo2.model.config import ModelConfig  # noqa: E402
-from olmo2.model.generate import generate  # noqa: E402
 from olmo2.model.hf import load_model, save_pretrained  # noqa: E402
 from olmo2.model.transformer import Olmo2  # noqa: E402
 from olmo2.tokenizer import Tokenizer  # noqa: E402
@@ -145,8 +145,8 @@ def llama_decode(gguf_path: Path, prompt: list[int], n: int, repeats: int) -> fl
 
 
 def bench_decode(ckpt: Path, out: Path, n: int, repeats: int) -> None:
-    from olmo2.model.gguf import export_gguf
-    from olmo2.model.quantize import quantize_model
+    from olmo2.export.gguf import export_gguf
+    from olmo2.infer.quantize import quantize_model
 
     tok = Tokenizer.from_file(ckpt / "tokenizer.json")
     prompt = tok.encode("The quick brown fox jumps over the lazy dog. " * 3)

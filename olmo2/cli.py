@@ -23,11 +23,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dpo": ("olmo2.post.dpo", "Direct preference optimisation (length-normalised)"),
     "grpo": ("olmo2.post.grpo", "RLVR with GRPO and verifiable rewards"),
     "eval": ("olmo2.eval.cli", "OLMES-style evaluation"),
-    "generate": ("olmo2.model.generate", "Generate text from a checkpoint"),
-    "chat": ("olmo2.serve.chat", "Terminal chat with a checkpoint"),
-    "serve": ("olmo2.serve.server", "OpenAI-compatible HTTP server"),
-    "export": ("olmo2.model.export", "Export a checkpoint as HF or GGUF"),
-    "checkpoints": ("olmo2.model.checkpoints", "List checkpoints/revisions with step and tokens"),
+    "generate": ("olmo2.infer.generate", "Generate text from a checkpoint"),
+    "chat": ("olmo2.infer.chat", "Terminal chat with a checkpoint"),
+    "serve": ("olmo2.infer.server", "OpenAI-compatible HTTP server"),
+    "export": ("olmo2.export.cli", "Export a checkpoint as HF or GGUF"),
+    "checkpoints": ("olmo2.export.checkpoints", "List checkpoints/revisions with step and tokens"),
     "demo": ("olmo2.demo", "The whole recipe at small scale, with a report card"),
 }
 

@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from olmo2.model.generate import generate
+from olmo2.infer.generate import generate
 
 from .model.helpers import CONFIGS, random_model
 from .train.helpers import losses, train, write_tokens

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from olmo2.demo.tasks import addition_prompts
-from olmo2.model.generate import SamplingConfig, generate_text
+from olmo2.infer.generate import SamplingConfig, generate_text
 from olmo2.model.hf import load
 from olmo2.post.rewards import add_score
 

@@ -137,7 +137,7 @@ def _load(args):
         "tokenizer": getattr(tok, "source", ""),
     }
     if args.quantize:  # after counting parameters: packed int8 weights are not parameters
-        from olmo2.model.quantize import quantize_model
+        from olmo2.infer.quantize import quantize_model
 
         quantize_model(model, args.quantize)
     return model, tok, identity

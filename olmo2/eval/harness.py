@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import sqlite3
@@ -38,14 +39,15 @@ import torch
 from tqdm import tqdm
 
 from olmo2.eval.formats import LLResult, Request
+from olmo2.model.loss import token_logps
 
 log = logging.getLogger(__name__)
 
 CPU_TOKEN_BUDGET = 4096
 """Tokens per forward on CPU with batch_size="auto" (a few hundred MB of activations)."""
 GPU_START_BUDGET = 65536
-LOGIT_CHUNK = 512
-"""Score at most this many positions through the LM head at once (V-sized rows are large)."""
+MAX_SCORED = 2048
+"""Scored tokens per forward at most: each is a V-sized row of logits (800 MB at 100k)."""
 
 
 @dataclass
@@ -232,10 +234,15 @@ class Harness:
         return sorted(groups, key=lambda g: -g.length)
 
     def _rows_for(self, groups: list[Group], i: int) -> int:
+        """Rows of the next forward: the batch size, or what fits the token budget (sorted:
+        the first row sets the padded width), and at most MAX_SCORED scored tokens."""
+        n = len(groups) - i
         if self.batch_size != "auto":
-            return min(self.batch_size, len(groups) - i)
-        longest = groups[i].length  # sorted: the first row sets the padded width
-        return max(1, min(len(groups) - i, self.budget // longest))
+            n = min(self.batch_size, n)
+        else:
+            n = min(n, self.budget // groups[i].length)
+        scored = itertools.accumulate(sum(map(len, g.conts)) for g in groups[i : i + n])
+        return max(1, sum(1 for total in scored if total <= MAX_SCORED))
 
     @torch.no_grad()
     def _forward_packed(self, groups: list[Group]) -> list[list[LLResult]]:
@@ -268,34 +275,26 @@ class Harness:
         return [[LLResult(*res[(b, k)]) for k in range(len(g.conts))] for b, g in enumerate(groups)]
 
     def _token_logprobs(self, ids, pos, seg, where):
-        m = self.model
+        """(log p, is-argmax) of each (row, position, token) in `where`: one forward with the
+        continuations' own positions and a tree mask (a token sees the context and the
+        earlier tokens of its own continuation; padding sees itself only). The LM head runs
+        only at positions that predict something (the context's last one predicts the first
+        token of every continuation)."""
         dev = self.device
         ids, pos, seg = ids.to(dev), pos.to(dev), seg.to(dev)
         T = ids.shape[1]
         q = torch.arange(T, device=dev)
         causal = q[None, :] <= q[:, None]  # [Tq, Tk]
         same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
-        mask = (causal[None] & same & (seg[:, None, :] >= 0)) | torch.eye(
-            T, dtype=torch.bool, device=dev
-        )[None]
-        from olmo2.model.transformer import rope_cos_sin
-
-        cos, sin = rope_cos_sin(pos, m.config.head_dim, m.config.rope_theta)
-        h = m.embeddings(ids)
-        for block in m.blocks:
-            h = block(h, cos, sin, mask[:, None])
-        rows = torch.tensor([w[0] for w in where], device=dev)
-        cols = torch.tensor([w[1] for w in where], device=dev)
-        target = torch.tensor([w[2] for w in where], device=dev)
-        hs = h[rows, cols]
-        logps, greedy = [], []
-        for i in range(0, len(where), LOGIT_CHUNK):
-            logits = m.lm_head(m.norm(hs[i : i + LOGIT_CHUNK])).float()
-            lsm = logits.log_softmax(-1)
-            t = target[i : i + LOGIT_CHUNK]
-            logps.append(lsm.gather(1, t[:, None]).squeeze(1))
-            greedy.append(logits.argmax(-1) == t)
-        return torch.cat(logps).cpu(), torch.cat(greedy).cpu()
+        eye = torch.eye(T, dtype=torch.bool, device=dev)[None]
+        mask = (causal[None] & same & (seg[:, None, :] >= 0)) | eye
+        rows, cols, target = (torch.tensor(c, device=dev) for c in zip(*where, strict=True))
+        keep = torch.zeros(ids.shape, dtype=torch.bool, device=dev)
+        keep[rows, cols] = True
+        logits = self.model(ids, positions=pos, attn_mask=mask[:, None], logits_to_keep=keep)
+        row_of = keep.flatten().cumsum(0) - 1  # [B·T] -> row of `logits`
+        logits = logits[row_of[rows * T + cols]]
+        return token_logps(logits, target).cpu(), (logits.argmax(-1) == target).cpu()
 
     # ---- generation ----------------------------------------------------------------------
     def generate(self, requests: Sequence[Request]) -> list[str]:
@@ -334,33 +333,19 @@ class Harness:
     def _generate_batch(
         self, prompts: list[list[int]], stop: tuple[str, ...], max_new: int
     ) -> list[str]:
-        from olmo2.model.generate import SamplingConfig, stream
+        from olmo2.infer.generate import SamplingConfig, complete
 
         keep = self.max_length - max_new
         if keep < 1:
             raise ValueError(
                 f"max_gen_toks {max_new} leaves no room for a prompt in {self.max_length} tokens"
             )
-        prompts = [p[-keep:] for p in prompts]
         tok = self.tokenizer
-
-        def hit(i: int, toks: list[int]) -> bool:
-            return any(s in tok.decode(toks[-48:]) for s in stop)
-
-        produced: list[list[int]] = [[] for _ in prompts]
-        cfg = SamplingConfig(max_new_tokens=max_new, temperature=0.0)
-        for step in stream(self.model, prompts, cfg, [tok.eos_token_id], hit if stop else None):
-            for i, t in enumerate(step):
-                if t is not None:
-                    produced[i].append(t)
-        texts = []
-        for toks in produced:
-            if toks and toks[-1] == tok.eos_token_id:
-                toks = toks[:-1]
-            text = tok.decode(toks)
-            cut = min((text.find(s) for s in stop if s in text), default=-1)
-            texts.append(text[:cut] if cut >= 0 else text)
-        return texts
+        drains = complete(
+            self.model, [p[-keep:] for p in prompts], SamplingConfig(max_new_tokens=max_new),
+            tokenizer=tok, stop=stop, stop_token_ids=[tok.eos_token_id],
+        )  # fmt: skip
+        return [d.text for d in drains]
 
 
 @contextlib.contextmanager
@@ -392,11 +377,9 @@ def naive_loglikelihood(model, tokenizer, pairs: Sequence[tuple[str, str]]) -> l
     with torch.no_grad():
         for c, x in pairs:
             ctx, cont = encode_pair(tokenizer, c, x)
-            ids = torch.tensor([ctx + cont])
-            logits = model(ids)[0, len(ctx) - 1 : -1].float()
-            lsm = logits.log_softmax(-1)
+            logits = model(torch.tensor([ctx + cont]), logits_to_keep=len(cont) + 1)[0, :-1]
             t = torch.tensor(cont)
-            lp = lsm.gather(1, t[:, None]).sum().item()
+            lp = token_logps(logits, t).sum().item()
             out.append(LLResult(lp, bool((logits.argmax(-1) == t).all()), len(cont)))
     return out
 

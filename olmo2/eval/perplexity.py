@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from olmo2.model.loss import token_logps
+
 LN2 = math.log(2)
 
 
@@ -55,8 +57,9 @@ def token_byte_lengths(tokenizer) -> torch.Tensor:
 @torch.no_grad()
 def _sum_logprobs(model, ids_BT: torch.Tensor, first_scored: int = 1) -> torch.Tensor:
     """[B, T-first] log p(ids[:, t] | ids[:, :t]) for t >= first_scored."""
-    logits = model(ids_BT)[:, first_scored - 1 : -1].float()
-    return logits.log_softmax(-1).gather(-1, ids_BT[:, first_scored:, None]).squeeze(-1)
+    T = ids_BT.shape[1]
+    logits = model(ids_BT, logits_to_keep=T - first_scored + 1)[:, :-1]
+    return token_logps(logits, ids_BT[:, first_scored:])
 
 
 @torch.no_grad()

@@ -37,9 +37,9 @@ _BLOCK_KEYS = {
     "attention.q_norm": "self_attn.q_norm",
     "attention.k_norm": "self_attn.k_norm",
     "attention_norm": "post_attention_layernorm",
-    "feed_forward.w1": "mlp.gate_proj",
-    "feed_forward.w3": "mlp.up_proj",
-    "feed_forward.w2": "mlp.down_proj",
+    "feed_forward.w_gate": "mlp.gate_proj",
+    "feed_forward.w_up": "mlp.up_proj",
+    "feed_forward.w_down": "mlp.down_proj",
     "feed_forward_norm": "post_feedforward_layernorm",
 }
 _TOP_KEYS = {"embeddings": "model.embed_tokens", "norm": "model.norm", "lm_head": "lm_head"}

@@ -47,7 +47,8 @@ def target_logit_and_lse(logits_NV: torch.Tensor, target_N: torch.Tensor):
 
 
 def token_logps(logits_BTV: torch.Tensor, labels_BT: torch.Tensor, ignore_index: int = -100):
-    """log p(labels[t]) per position [B, T] in fp32, 0 where the label is ignored."""
+    """log p(labels) per position in fp32, 0 where the label is ignored: logits [..., V] and
+    labels [...] of any leading shape ([B, T], or [N] of selected positions)."""
     valid = labels_BT != ignore_index
     V = logits_BTV.shape[-1]
     logit_y, lse = target_logit_and_lse(

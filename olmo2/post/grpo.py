@@ -2,7 +2,7 @@
 
 Per rollout (posttrain-eval-anchors §1.5, the OLMo 2 1B GRPO recipe): take
 `data.global_batch_size` prompts, sample `grpo.num_samples` completions of each with the
-batched KV-cache generator (`olmo2.model.generate.stream`, temperature 1), score them with
+batched KV-cache generator (`olmo2.infer.generate.stream`, temperature 1), score them with
 the verifiers (`olmo2.post.rewards`: 10 × score, optional non-stop penalty), compute group
 advantages (r − mean)/(std + 1e-8), and take `grpo.mini_batches` optimizer steps on slices
 of the rollout with the clipped policy-ratio loss + β·k3 KL to the frozen starting policy
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from olmo2.model.generate import SamplingConfig, stream
+from olmo2.infer.generate import SamplingConfig, stream
 from olmo2.post import rewards as R
 from olmo2.post.data import (
     BadRow,
@@ -204,7 +204,8 @@ def labelled_logps(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     """`token_logps` [B, T] of `model(ids)`, with no LM head over the leading (prompt)
     columns that no row labels."""
     s = int((labels != IGNORE).any(0).int().argmax())
-    return F.pad(token_logps(model(ids, logits_from=s), labels[:, s:]), (s, 0))
+    logits = model(ids, logits_to_keep=ids.shape[1] - s)
+    return F.pad(token_logps(logits, labels[:, s:]), (s, 0))
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from olmo2.model.checkpoints import parse_name
+from olmo2.export.checkpoints import parse_name
 from olmo2.model.config import ModelConfig
 from olmo2.model.hf import read_config, write_hf_files
 from olmo2.train import distributed as D

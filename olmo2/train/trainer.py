@@ -53,7 +53,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from olmo2.model.checkpoints import checkpoint_name
+from olmo2.export.checkpoints import checkpoint_name
 from olmo2.model.loss import lm_loss
 from olmo2.train import checkpoint as ckpt
 from olmo2.train import distributed as D

@@ -107,7 +107,7 @@ def test_cache_answers_a_second_run(tiny_model, dolma2, tmp_path, monkeypatch):
 
 
 def test_generate_matches_model_generate_and_cuts_at_stop(tiny_model, dolma2):
-    from olmo2.model.generate import generate
+    from olmo2.infer.generate import generate
 
     prompt = "Question: 2+2?\nAnswer:"
     ids = dolma2.encode(prompt)

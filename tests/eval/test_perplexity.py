@@ -36,8 +36,9 @@ class Uniform(torch.nn.Module):
         self.V = V
         self.w = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, ids):
-        return torch.zeros(*ids.shape, self.V) + 0 * self.w
+    def forward(self, ids, logits_to_keep: int = 0):
+        T = logits_to_keep or ids.shape[1]
+        return torch.zeros(ids.shape[0], T, self.V) + 0 * self.w
 
 
 def test_chunks_bpb_closed_form_on_uniform_model(dolma2):

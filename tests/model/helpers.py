@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from olmo2.model.config import ModelConfig
 from olmo2.model.hf import save_pretrained
 from olmo2.model.transformer import Olmo2
 
 # tiny shapes: plain MHA, GQA, odd sizes (vocab not a multiple of 8, odd ffn), and "wide":
-# linears large enough for decoding's CPU kernel (`olmo2.model.skinny`), odd K and N
+# linears large enough for decoding's CPU kernel (`olmo2.infer.skinny`), odd K and N
 CONFIGS = {
     "mha": ModelConfig.debug(),
     "gqa": ModelConfig.debug(n_heads=8, n_kv_heads=2, n_layers=3),
@@ -33,3 +37,17 @@ def save_random(tmp_path, key: str = "mha", seed: int = 0):
     model = random_model(CONFIGS[key], seed)
     path = save_pretrained(model, tmp_path / key)
     return model, path
+
+
+def tiny_bpe() -> dict:
+    """tokenizer.json of a 300-token byte-level BPE trained on one sentence."""
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 50, trainer)
+    return json.loads(tok.to_str())

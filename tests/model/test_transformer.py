@@ -45,7 +45,7 @@ def test_structure_and_init():
     cfg = ModelConfig.debug()
     model = Olmo2.build(cfg)
     assert sum(p.numel() for p in model.parameters()) == cfg.num_params()
-    w = model.blocks[0].feed_forward.w2.weight
+    w = model.blocks[0].feed_forward.w_down.weight
     assert w.abs().max() <= 0.06 + 1e-7 and abs(w.std().item() - 0.02) < 0.004
     assert torch.all(model.blocks[1].attention.q_norm.weight == 1)
     # no biases anywhere, untied head
@@ -88,7 +88,7 @@ def test_sdpa_matches_eager_attention():
     x = torch.randn(2, 9, 64)
     from olmo2.model.transformer import rope_cos_sin
 
-    cos, sin = rope_cos_sin(torch.arange(9)[None].expand(2, 9), 16, 500_000.0)
+    cos, sin = rope_cos_sin(torch.arange(9)[None].expand(2, 9), model.config)
     with torch.no_grad():
         y = attn(x, cos, sin)
         # eager reference

@@ -99,7 +99,7 @@ def test_grpo_objective_equals_hand_computation():
     logits = torch.randn(4, 5, 12)
     ref = torch.randn(4, 5).clamp(max=-0.1) * (b["labels"] != -100)
     b["ref_logp"], b["weight"] = ref, torch.full((4,), 4 / 7)
-    model = lambda ids, logits_from=0: logits[:, logits_from:]  # noqa: E731
+    model = lambda ids, logits_to_keep=0: logits[:, -logits_to_keep:]  # noqa: E731
     beta = 0.05
     loss, metrics = GRPOObjective(0.2, beta).loss(model, b)
     lp = logits.log_softmax(-1)

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from olmo2.model.generate import SamplingConfig, add_sampling_arguments, sampling_from_args, stream
+from olmo2.infer.generate import (
+    Drain,
+    SamplingConfig,
+    add_sampling_arguments,
+    drained,
+    sampling_from_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +55,15 @@ class ChatSession:
         cfg = SamplingConfig(
             **{**self.sampling.__dict__, "max_new_tokens": min(self.sampling.max_new_tokens, room)}
         )
-        eos = self.tokenizer.eos_token_id
-        toks: list[int] = []
-        shown, interrupted = "", False
+        drain = Drain(self.tokenizer, (), [self.tokenizer.eos_token_id])
+        interrupted = False
         try:
-            for step in stream(self.model, [ids], cfg, [eos]):
-                if step[0] is None or step[0] == eos:
-                    break
-                toks.append(step[0])
-                text = self.tokenizer.decode(toks)
-                if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                    write(text[len(shown) :])
-                    shown = text
+            for _ in drained(self.model, [ids], cfg, [drain]):
+                write(drain.release())
         except KeyboardInterrupt:
             interrupted = True
-        answer = self.tokenizer.decode(toks)
-        write(answer[len(shown) :])
+        answer = drain.text
+        write(drain.release())
         self.messages.append({"role": "assistant", "content": answer})
         return answer, interrupted
 
@@ -120,7 +119,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from olmo2.model.quantize import load_for_inference
+    from olmo2.infer.load import load_for_inference
 
     try:
         import readline  # noqa: F401  (line editing and history for input())

@@ -1,12 +1,13 @@
 """Continuous batching: many requests share one decoding batch; new ones join between steps.
 
-`olmo2.model.generate.stream` decodes a fixed batch to the end. A server wants more: requests
+`olmo2.infer.generate.stream` decodes a fixed batch to the end. A server wants more: requests
 arrive at any time and finish at different lengths. The engine keeps `max_batch` cache *slots*
 (one row of keys/values each, `max_len` positions long). A scheduler thread loops:
 
-1. admit queued requests into free slots: prefill each prompt alone with the model's own
-   `KVCache`, copy its keys/values into the slot, sample the first token;
-2. run one decoding forward pass over every active slot together (`SlotCache` below gives
+1. admit queued requests into free slots: prefill each prompt alone through the model's
+   forward with a one-row `KVCache`, copy its keys/values into the slot, sample the first
+   token;
+2. run one decode step over every active slot together (`olmo2.infer.cache.SlotCache` gives
    each row its own position, so rows of different lengths share the step with no padding);
 3. sample each row with its own settings, hand tokens to the request, free finished slots.
 
@@ -26,8 +27,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from olmo2.model.generate import SamplingConfig, sample
-from olmo2.model.transformer import KVCache, Olmo2, rope_cos_sin
+from olmo2.infer.cache import KVCache, SlotCache
+from olmo2.infer.decode import decode_step, decode_weights
+from olmo2.infer.generate import SamplingConfig, sample
+from olmo2.model.transformer import Olmo2
 
 log = logging.getLogger(__name__)
 
@@ -62,60 +65,6 @@ class Request:
     generator: torch.Generator | None = field(default=None, repr=False)
 
 
-class SlotCache:
-    """Keys/values for `n_slots` independent sequences, each at its own position.
-
-    It speaks the interface `Olmo2.forward` uses of `KVCache` (`rope`, `mask`, `update`,
-    `length += T`) for single-token decoding of the slots in `rows`.
-    """
-
-    def __init__(self, model: Olmo2, n_slots: int, max_len: int):
-        c = model.config
-        p = next(model.parameters())
-        shape = (c.n_layers, n_slots, c.n_kv_heads, max_len, c.head_dim)
-        self.k = torch.zeros(shape, dtype=p.dtype, device=p.device)
-        self.v = torch.zeros(shape, dtype=p.dtype, device=p.device)
-        self.pos = torch.zeros(n_slots, dtype=torch.long, device=p.device)
-        self.max_len = max_len
-        positions = torch.arange(max_len, device=p.device)[None]
-        cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta)  # [1, 1, S, E]
-        self.cos, self.sin = cos[0, 0], sin[0, 0]
-        self.rows = torch.arange(0)
-        self.decode_weights = model.decode_weights()
-
-    def load(self, slot: int, prefill: KVCache, n: int) -> None:
-        """Copy a 1-row prefill cache of n positions (no padding) into `slot`."""
-        self.k[:, slot, :, :n] = prefill.k[:, 0, :, :n]
-        self.v[:, slot, :, :n] = prefill.v[:, 0, :, :n]
-        self.pos[slot] = n
-
-    # ---- the KVCache interface, for T = 1 over self.rows ------------------------------------
-    def rope(self, T: int):
-        assert T == 1, "SlotCache only decodes one token per step"
-        p = self.pos[self.rows]
-        return self.cos[p][:, None, None], self.sin[p][:, None, None]
-
-    def mask(self, T: int) -> torch.Tensor:
-        p = self.pos[self.rows]
-        S = int(p.max()) + 1
-        return (torch.arange(S, device=p.device)[None] <= p[:, None])[:, None, None]
-
-    def update(self, layer: int, k_BKTE: torch.Tensor, v_BKTE: torch.Tensor):
-        p = self.pos[self.rows]
-        self.k[layer, self.rows, :, p] = k_BKTE[:, :, 0]
-        self.v[layer, self.rows, :, p] = v_BKTE[:, :, 0]
-        S = int(p.max()) + 1
-        return self.k[layer, self.rows, :, :S], self.v[layer, self.rows, :, :S]
-
-    @property
-    def length(self) -> int:
-        return 0  # positions are per row; `length += T` advances every row in `rows`
-
-    @length.setter
-    def length(self, value: int) -> None:
-        self.pos[self.rows] += value
-
-
 class Engine:
     """Scheduler thread + slot cache around one model. Thread-safe `submit` / `cancel`."""
 
@@ -125,7 +74,9 @@ class Engine:
         self.max_len = self.config.max_len or model.config.max_seq_len
         if self.config.max_batch < 1 or self.max_len < 2:
             raise ValueError("max_batch must be >= 1 and max_len >= 2")
-        self.cache = SlotCache(model, self.config.max_batch, self.max_len)
+        p = next(model.parameters())
+        self.cache = SlotCache(model.config, self.config.max_batch, self.max_len, p.dtype, p.device)
+        self.weights = decode_weights(model)
         self.slots: list[Request | None] = [None] * self.config.max_batch
         self.next_token = torch.zeros(self.config.max_batch, dtype=torch.long)
         self.waiting: queue.Queue[Request] = queue.Queue()
@@ -240,7 +191,7 @@ class Engine:
         no_pad = torch.zeros(1, dtype=torch.long)
         pre = KVCache(self.model.config, 1, n, no_pad, self.cache.k.dtype, dev)
         ids = torch.tensor([req.prompt], dtype=torch.long, device=dev)
-        logits = self.model(ids, cache=pre, last_only=True)[:, -1]
+        logits = self.model(ids, cache=pre, logits_to_keep=1)[:, -1]
         self.forward_passes += 1
         self.cache.load(slot, pre, n)
         self._emit(slot, int(sample(logits, req.sampling, req.generator)[0]))
@@ -254,8 +205,8 @@ class Engine:
         if not rows:
             return
         self.cache.rows = torch.tensor(rows, device=self.cache.k.device)
-        ids = self.next_token[rows][:, None].to(self.cache.k.device)
-        logits = self.model(ids, cache=self.cache)[:, -1]
+        ids = self.next_token[rows].to(self.cache.k.device)
+        logits = decode_step(self.model, self.weights, ids, self.cache)
         self.forward_passes += 1
         greedy = logits.argmax(-1).tolist()
         for j, i in enumerate(rows):

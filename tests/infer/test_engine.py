@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from olmo2.model.generate import SamplingConfig, generate
-from olmo2.serve.engine import Engine, EngineConfig, QueueFullError
+from olmo2.infer.engine import Engine, EngineConfig, QueueFullError
+from olmo2.infer.generate import SamplingConfig, generate
 from tests.model.helpers import CONFIGS, random_model
 
 
@@ -94,7 +94,7 @@ def test_cancel_frees_slot_and_queue_limit(model):
 
 
 def test_engine_serves_an_int8_model():
-    from olmo2.model.quantize import quantize_model
+    from olmo2.infer.quantize import quantize_model
 
     model = quantize_model(random_model(CONFIGS["gqa"], seed=4))
     prompts = _prompts(3, model.config.vocab_size, seed=2)

@@ -7,15 +7,13 @@ import json
 import gguf
 import pytest
 import torch
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from olmo2.export.gguf import export_gguf, read_gguf, write_gguf
+from olmo2.infer.generate import generate
 from olmo2.model.config import ModelConfig
-from olmo2.model.generate import generate
-from olmo2.model.gguf import export_gguf, read_gguf, write_gguf
 from olmo2.model.hf import save_pretrained
 from olmo2.tokenizer import CHAT_TEMPLATE, Tokenizer
-from tests.model.helpers import CONFIGS, random_model
+from tests.model.helpers import CONFIGS, random_model, tiny_bpe
 
 DOLMA2_DEBUG = ModelConfig.debug(vocab_size=100352, eos_token_id=100257, pad_token_id=100277)
 
@@ -28,7 +26,7 @@ def dolma2_ckpt(tmp_path_factory, dolma2_path):
 
 
 def _expected_names(n_layers):
-    # independent of olmo2.model.gguf: llama.cpp's names for olmo2, from gguf.constants
+    # independent of olmo2.export.gguf: llama.cpp's names for olmo2, from gguf.constants
     kinds = gguf.MODEL_TENSORS[gguf.MODEL_ARCH.OLMO2]
     names = set()
     for k in kinds:
@@ -83,23 +81,10 @@ def test_f32_reads_back_exactly(dolma2_ckpt, dolma2_path, tmp_path):
         assert torch.equal(sd[k], v), k
 
 
-def _tiny_bpe(tmp_path):
-    tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 50, trainer)
-    return json.loads(tok.to_str())
-
-
 def test_odd_shapes_and_custom_tokenizer(tmp_path):
     # ffn 101 is not a multiple of 32 (d_model 64 is), the vocab not a multiple of 8
     model = random_model(ModelConfig.debug(ffn_hidden=101, vocab_size=509), seed=1)
-    tj = _tiny_bpe(tmp_path)
+    tj = tiny_bpe()
     out = write_gguf(model, tj, tmp_path / "odd.gguf", "q8_0")
     reader = gguf.GGUFReader(str(out))
     f = {k: v.contents() for k, v in reader.fields.items()}
@@ -116,7 +101,7 @@ def test_bad_inputs_leave_no_file(dolma2_ckpt, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export_gguf(ckpt, tmp_path / "missing" / "x.gguf")
     with pytest.raises(ValueError, match="pre-tokenizer"):
-        tj = _tiny_bpe(tmp_path)
+        tj = tiny_bpe()
         tj["pre_tokenizer"] = {"type": "Whitespace"}
         write_gguf(random_model(CONFIGS["odd"]), tj, tmp_path / "y.gguf")
     assert list(tmp_path.iterdir()) == []
@@ -127,7 +112,7 @@ def test_bad_inputs_leave_no_file(dolma2_ckpt, tmp_path):
 )
 def test_low_precision(tmp_path, dtype, kind, tol):
     model = random_model(ModelConfig.debug(vocab_size=320, eos_token_id=0, pad_token_id=1), seed=2)
-    out = write_gguf(model, _tiny_bpe(tmp_path), tmp_path / f"m-{dtype}.gguf", dtype)
+    out = write_gguf(model, tiny_bpe(), tmp_path / f"m-{dtype}.gguf", dtype)
     reader = gguf.GGUFReader(str(out))
     kinds = {t.name: t.tensor_type.name for t in reader.tensors}
     assert kinds["blk.0.attn_q.weight"] == kind and kinds["output.weight"] == kind

@@ -45,17 +45,3 @@ def quantize_model(model: nn.Module, method: str = "int8") -> nn.Module:
     n = sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
     log.info("int8: %d linear layers quantized (%s kernels)", n, engine)
     return model
-
-
-def load_for_inference(model, revision=None, dtype="float32", device="cpu", quantize=None):
-    """(model, tokenizer) for chat/serve/generate: `olmo2.load`, then optional int8."""
-    from olmo2.model.hf import load
-
-    m, tok = load(model, revision=revision, dtype=getattr(torch, dtype), device=device)
-    if tok is None:
-        raise ValueError(f"{model}: no tokenizer.json next to the weights")
-    if quantize:
-        if str(device) != "cpu":
-            raise ValueError(f"--quantize {quantize} runs on CPU only (use --device cpu)")
-        m = quantize_model(m, quantize)
-    return m, tok

@@ -1,4 +1,4 @@
-"""Decoding's CPU matmul kernel (`olmo2.model.skinny`) against float64 matmul."""
+"""Decoding's CPU matmul kernel (`olmo2.infer.skinny`) against float64 matmul."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from olmo2.model import skinny
+from olmo2.infer import skinny
 
 needs_cc = pytest.mark.skipif(
     not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler"

@@ -44,9 +44,9 @@ _BLOCK = {
     "attention.q_norm": "ATTN_Q_NORM",
     "attention.k_norm": "ATTN_K_NORM",
     "attention_norm": "ATTN_POST_NORM",
-    "feed_forward.w1": "FFN_GATE",
-    "feed_forward.w3": "FFN_UP",
-    "feed_forward.w2": "FFN_DOWN",
+    "feed_forward.w_gate": "FFN_GATE",
+    "feed_forward.w_up": "FFN_UP",
+    "feed_forward.w_down": "FFN_DOWN",
     "feed_forward_norm": "FFN_POST_NORM",
 }
 _TOP = {"embeddings": "TOKEN_EMBD", "norm": "OUTPUT_NORM", "lm_head": "OUTPUT"}

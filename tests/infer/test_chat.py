@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from olmo2.model.generate import SamplingConfig, generate
-from olmo2.serve.chat import ChatSession, repl
+from olmo2.infer.chat import ChatSession, repl
+from olmo2.infer.generate import SamplingConfig, generate
 
 
 def _greedy(model, tok, messages, n):

@@ -9,10 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from olmo2.cli import main
-from olmo2.model import skinny
-from olmo2.model.generate import SamplingConfig, generate, sample, stream
-from tests.model.helpers import save_random
-from tests.model.test_gguf import _tiny_bpe
+from olmo2.infer.generate import Drain, SamplingConfig, generate, sample, stream
+from tests.model.helpers import save_random, tiny_bpe
 
 PROMPTS = [[5, 17, 99, 3, 250, 7, 8], [42], [11, 12, 13, 14]]
 
@@ -101,39 +99,44 @@ def test_stop_ids_end_rows(tmp_path):
 
 def test_cli_generate_int8(tmp_path, capsys):
     _, path = save_random(tmp_path, "mha", seed=2)
-    (path / "tokenizer.json").write_text(json.dumps(_tiny_bpe(tmp_path)))
+    (path / "tokenizer.json").write_text(json.dumps(tiny_bpe()))
     args = ["generate", "--model", str(path), "--device", "cpu", "--quantize", "int8"]
     rc = main([*args, "--prompt", "the quick", "--prompt", "lazy dog", "--max-new-tokens", "4"])
     out = capsys.readouterr().out
     assert rc == 0 and "--- 'the quick'\n" in out and "--- 'lazy dog'\n" in out
 
 
-@pytest.mark.parametrize("key", ["gqa", "wide"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("planned", [True, False])
-def test_decode_step_logits_equal_full_forward(tmp_path, key, dtype, planned):
-    """`Block.decode` (fused q/k norms, one RoPE bmm, matmul attention; weights arranged once
-    per call or per step; "wide": the CPU kernel) gives the logits of a full forward
-    over the same left-padded rows."""
-    from olmo2.model.transformer import KVCache
+def test_drain_holds_back_partial_stops_and_characters(dolma2_tok):
+    """Streaming release never sends a partial UTF-8 character or what may start a stop
+    string; the released pieces add up to the text before the stop string."""
+    text = "Hello wörld, naïve 猫 END here"
+    ids = dolma2_tok.encode(text)
+    drain, sent = Drain(dolma2_tok, ["END"]), ""
+    for t in ids:
+        stopped = drain.push(t)
+        delta = drain.release()
+        assert "\ufffd" not in delta
+        sent += delta
+        if stopped:
+            break
+    assert drain.finish_reason == "stop" and sent == drain.text == "Hello wörld, naïve 猫 "
+    assert drain.tokens == ids[: len(drain.tokens)] and len(drain.tokens) < len(ids)
+    drain = Drain(dolma2_tok, [], [dolma2_tok.eos_token_id])
+    pieces = [drain.release() for t in [*ids, dolma2_tok.eos_token_id] if not drain.push(t)]
+    assert drain.finish_reason == "stop" and "".join(pieces) + drain.release() == text
 
-    model, _ = save_random(tmp_path, key, seed=5)
-    model = model.to(dtype)
-    P, steps = max(map(len, PROMPTS)), 4
-    ids = torch.tensor([[0] * (P - len(p)) + p for p in PROMPTS])
-    left_pad = torch.tensor([P - len(p) for p in PROMPTS])
-    new = torch.randint(2, 500, (len(PROMPTS), steps))
-    cache = KVCache(model.config, len(PROMPTS), P + steps, left_pad, dtype, "cpu")
-    if planned:
-        cache.decode_weights = model.decode_weights()
-        uses_kernel = key == "wide" and skinny.kernel() is not None
-        assert isinstance(cache.decode_weights[0].q, skinny.SkinnyLinear) == uses_kernel
-    tol = 1e-5 if dtype == torch.float32 else 1e-2
-    with torch.no_grad():
-        model(ids, cache=cache)
-        for t in range(steps):
-            got = model(new[:, t : t + 1], cache=cache)[:, 0].float()
-            for b, p in enumerate(PROMPTS):  # each row alone, unpadded
-                seq = torch.tensor([p + new[b, : t + 1].tolist()])
-                want = model(seq)[0, -1].float()
-                assert torch.allclose(got[b], want, atol=tol, rtol=tol), (t, b)
+
+def test_drain_stop_string_across_tokens_and_eos(dolma2_tok):
+    """A stop string split over several tokens ends the row at the token completing it; the
+    EOS that ends a row stays in `tokens` but not in `text`; a row out of tokens is "length"."""
+    ids = dolma2_tok.encode("a\n\nQuestion: b")
+    drain = Drain(dolma2_tok, ["\n\nQuestion:"], [dolma2_tok.eos_token_id])
+    n = next(i for i, t in enumerate(ids) if drain.push(t)) + 1
+    assert drain.text == "a" and dolma2_tok.decode(ids[:n]).endswith("Question:")
+    drain = Drain(dolma2_tok, [], [dolma2_tok.eos_token_id])
+    assert not drain.push(ids[0]) and drain.push(dolma2_tok.eos_token_id)
+    assert drain.tokens == [ids[0], dolma2_tok.eos_token_id] and drain.text == "a"
+    drain = Drain(dolma2_tok)
+    drain.push(ids[0])
+    drain.end()
+    assert drain.finish_reason == "length" and drain.text == "a"

@@ -8,25 +8,25 @@ import math
 import pytest
 import torch
 
+from olmo2.infer.generate import generate
+from olmo2.infer.quantize import quantize_model
 from olmo2.model.config import ModelConfig
-from olmo2.model.generate import generate
 from olmo2.model.loss import lm_loss, shift_labels
-from olmo2.model.quantize import quantize_model
 from olmo2.model.transformer import Olmo2
 from tests.model.helpers import CONFIGS, random_model
 
 
 def test_linear_matches_per_channel_int8_reference():
     model = random_model(CONFIGS["mha"], seed=0)
-    w = model.blocks[0].feed_forward.w1.weight.detach().clone()
+    w = model.blocks[0].feed_forward.w_gate.weight.detach().clone()
     quantize_model(model)
     x = torch.randn(3, w.shape[1])
     # reference: symmetric int8 per output row, scale = max|w| / 127 (weights only)
     scale = w.abs().amax(1, keepdim=True) / 127
     w_q = (w / scale).round().clamp(-127, 127) * scale
     ref, exact = x @ w_q.T, x @ w.T
-    out = model.blocks[0].feed_forward.w1(x)
-    assert isinstance(model.blocks[0].feed_forward.w1, torch.ao.nn.quantized.dynamic.Linear)
+    out = model.blocks[0].feed_forward.w_gate(x)
+    assert isinstance(model.blocks[0].feed_forward.w_gate, torch.ao.nn.quantized.dynamic.Linear)
     assert isinstance(model.lm_head, torch.ao.nn.quantized.dynamic.Linear)
     # dynamic activation quantization (8-bit per tensor) adds a little more error than weights
     err, err_w = (out - exact).abs().max(), (ref - exact).abs().max()

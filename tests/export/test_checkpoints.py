@@ -1,5 +1,5 @@
 from olmo2.cli import main
-from olmo2.model.checkpoints import checkpoint_name, list_local, parse_name
+from olmo2.export.checkpoints import checkpoint_name, list_local, parse_name
 from tests.model.helpers import save_random
 
 

@@ -24,9 +24,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from olmo2.model.generate import SamplingConfig
-from olmo2.model.quantize import load_for_inference
-from olmo2.serve.engine import Engine, EngineConfig, QueueFullError
+from olmo2.infer.engine import Engine, EngineConfig, QueueFullError
+from olmo2.infer.generate import Drain, SamplingConfig
+from olmo2.infer.load import load_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -103,44 +103,6 @@ def parse_sampling(body: dict, limits: ServerLimits) -> tuple[SamplingConfig, li
         max_tokens, temperature, None, top_p if top_p and top_p < 1 else None, seed
     )
     return cfg, [s for s in stop if s]
-
-
-class TextStream:
-    """Incremental detokenisation with stop strings.
-
-    Each token re-decodes the whole completion (so multi-byte characters split across tokens
-    come out whole) and releases only text that can no longer change: nothing ending in an
-    incomplete UTF-8 sequence (U+FFFD), and not the last len(stop)-1 characters, which might
-    be the start of a stop string."""
-
-    def __init__(self, tokenizer, stop: list[str]):
-        self.tok, self.stop = tokenizer, stop
-        self.ids: list[int] = []
-        self.sent = 0
-        self.text = ""
-        self.hold = max((len(s) for s in stop), default=1) - 1
-
-    def push(self, token: int) -> tuple[str, bool]:
-        """Returns (new text to send, stop string hit)."""
-        self.ids.append(token)
-        self.text = self.tok.decode(self.ids)
-        cut = min((self.text.find(s) for s in self.stop if s in self.text), default=-1)
-        if cut >= 0:
-            self.text = self.text[:cut]
-            return self._release(len(self.text)), True
-        safe = len(self.text) - self.hold
-        if self.text.endswith("\ufffd"):
-            safe = min(safe, len(self.text.rstrip("\ufffd")))
-        return self._release(safe), False
-
-    def flush(self) -> str:
-        return self._release(len(self.text))
-
-    def _release(self, upto: int) -> str:
-        if upto <= self.sent:
-            return ""
-        out, self.sent = self.text[self.sent : upto], upto
-        return out
 
 
 # ---- the app -----------------------------------------------------------------------------------
@@ -249,7 +211,7 @@ def create_app(engine: Engine, tokenizer, model_name: str, limits: ServerLimits 
             created=int(time.time()),
             model=model_name,
         )
-        pieces = _pieces(events, TextStream(tokenizer, stop), engine, req)
+        pieces = _pieces(events, Drain(tokenizer, stop), engine, req)
         if body.get("stream"):
             return StreamingResponse(
                 _sse(pieces, meta, chat, engine, req), media_type="text/event-stream"
@@ -299,22 +261,23 @@ def _content(c):
     return c
 
 
-async def _pieces(events: asyncio.Queue, text: TextStream, engine: Engine, req):
-    """Yield (text delta, finish_reason or None, completion_tokens) until the request ends."""
+async def _pieces(events: asyncio.Queue, drain: Drain, engine: Engine, req):
+    """Yield (text delta, finish_reason or None, completion_tokens) until the request ends.
+    The engine passes every token but the stop token; stop strings end it here."""
     reason = None
     while reason is None:
         tok, reason = await events.get()
         if tok is not None:
-            delta, hit = text.push(tok)
-            if hit:
+            if drain.push(tok):  # a stop string
                 engine.cancel(req)  # the slot frees at the next step
-                yield delta, "stop", len(text.ids)
+                yield drain.release(), "stop", len(drain.tokens)
                 return
-            if delta:
-                yield delta, None, len(text.ids)
+            if delta := drain.release():
+                yield delta, None, len(drain.tokens)
     if reason == "error":
         raise RuntimeError("generation failed")
-    yield text.flush(), "stop" if reason == "stop" else "length", len(text.ids)
+    drain.end()
+    yield drain.release(), "stop" if reason == "stop" else "length", len(drain.tokens)
 
 
 async def _collect(

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from olmo2.model.transformer import KVCache, Olmo2
+from olmo2.infer.cache import KVCache
+from olmo2.infer.decode import decode_step, decode_weights
+from olmo2.model.transformer import Olmo2
 
 
 @dataclass
@@ -80,46 +82,49 @@ def stream(
     prompts: Sequence[Sequence[int]],
     cfg: SamplingConfig,
     stop_token_ids: Sequence[int] = (),
-    should_stop: Callable[[int, list[int]], bool] | None = None,
+    should_stop: Callable[[int, int], bool] | None = None,
 ) -> Iterator[list[int | None]]:
     """Yield, per decoding step, the new token of each row (None once a row has finished).
 
     A row finishes after emitting a stop token (which is yielded) or when `should_stop(row,
-    tokens_so_far)` returns True (used for stop strings).
+    token)`, called with each new token, returns True (`complete` uses it for stop strings).
     """
     # the mode applies only while the generator runs, not to the caller between steps
     return _no_grad_mode(model)(_stream)(model, prompts, cfg, stop_token_ids, should_stop)
 
 
-def _stream(model, prompts, cfg, stop_token_ids, should_stop) -> Iterator[list[int | None]]:
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token")
+def _prefill(model: Olmo2, prompts, max_new_tokens: int):
+    """KV cache and last-position logits [B, V] of every prompt; identical prompts (a GRPO
+    group, `n` samples of one request) are prefilled once and their cache rows repeated."""
     device = next(model.parameters()).device
-    B = len(prompts)
-    # identical prompts (a GRPO group, `n` samples of one request) are prefilled once
     distinct: dict[tuple[int, ...], int] = {}
     rows = [distinct.setdefault(tuple(map(int, p)), len(distinct)) for p in prompts]
     P = max(len(p) for p in distinct)
-    pad = model.config.pad_token_id or 0
-    ids = torch.full((len(distinct), P), pad, dtype=torch.long)
+    ids = torch.full((len(distinct), P), model.config.pad_token_id or 0, dtype=torch.long)
     for i, p in enumerate(distinct):
         ids[i, P - len(p) :] = torch.tensor(p, dtype=torch.long)
     left_pad = torch.tensor([P - len(p) for p in distinct])
     dtype = next(model.parameters()).dtype
-    cache = KVCache(model.config, len(distinct), P + cfg.max_new_tokens, left_pad, dtype, device)
-    if not _sharded(model):
-        cache.decode_weights = model.decode_weights()
-    gen = None
-    if cfg.seed is not None:
-        gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    stops = set(stop_token_ids)
-    done = [False] * B  # Python-side bookkeeping: no tensor ops per step beyond the model
-    produced: list[list[int]] = [[] for _ in range(B)]
-    logits = model(ids.to(device), cache=cache, last_only=True)[:, -1]
-    if len(distinct) < B:
+    cache = KVCache(model.config, len(distinct), P + max_new_tokens, left_pad, dtype, device)
+    logits = model(ids.to(device), cache=cache, logits_to_keep=1)[:, -1]
+    if len(distinct) < len(prompts):
         rows_B = torch.tensor(rows, device=device)
         cache.index_rows(rows_B)
         logits = logits[rows_B]
+    return cache, logits
+
+
+def _stream(model, prompts, cfg, stop_token_ids, should_stop) -> Iterator[list[int | None]]:
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    B, pad = len(prompts), model.config.pad_token_id or 0
+    cache, logits = _prefill(model, prompts, cfg.max_new_tokens)
+    weights = None if _sharded(model) else decode_weights(model)
+    gen = None
+    if cfg.seed is not None:
+        gen = torch.Generator(device=logits.device).manual_seed(cfg.seed)
+    stops = set(stop_token_ids)
+    done = [False] * B  # Python-side bookkeeping: no tensor ops per step beyond the model
     for step in range(cfg.max_new_tokens):
         nxt = sample(logits, cfg, gen)
         if any(done):  # finished rows feed padding
@@ -127,17 +132,111 @@ def _stream(model, prompts, cfg, stop_token_ids, should_stop) -> Iterator[list[i
         out = [None if d else t for d, t in zip(done, nxt.tolist())]
         yield out
         for i, t in enumerate(out):
-            if t is None:
-                continue
-            if t in stops:
+            if t is not None and (t in stops or (should_stop is not None and should_stop(i, t))):
                 done[i] = True
-            if should_stop is not None:
-                produced[i].append(t)
-                if not done[i] and should_stop(i, produced[i]):
-                    done[i] = True
         if all(done) or step == cfg.max_new_tokens - 1:
             return
-        logits = model(nxt[:, None], cache=cache)[:, -1]
+        if weights is None:  # sharded: the module calls run the FSDP hooks
+            logits = model(nxt[:, None], cache=cache)[:, -1]
+        else:
+            logits = decode_step(model, weights, nxt, cache)
+
+
+class Drain:
+    """One row's completion, fed token by token: the one place where generation ends and
+    becomes text, for `complete` (batch generation, the eval harness, RL rollouts) and the
+    server's streams.
+
+    A row ends at a stop token (kept in `tokens`, not in `text`) or when the text contains a
+    stop string (`text` is cut before it; `tokens` keep what was generated). Text is decoded
+    incrementally (the offsets scheme of TGI's and vLLM's detokenizers: decode a short
+    window, emit what it adds, never a trailing incomplete UTF-8 character), so a stop string
+    is found at the token that completes it, at O(1) cost per token. `release()` hands a
+    streaming client the text that can no longer change."""
+
+    def __init__(self, tokenizer=None, stop: Sequence[str] = (), stop_token_ids=()):
+        self.stop = [s for s in stop if s]
+        if self.stop and tokenizer is None:
+            raise ValueError("stop strings need a tokenizer")
+        self.tok, self.stop_ids = tokenizer, set(stop_token_ids)
+        self.tokens: list[int] = []
+        self.finish_reason: str | None = None
+        """None while running, then "stop" (a stop token or string) or "length"."""
+        self._text, self._cut = "", False
+        self._prefix = self._read = self._sent = 0
+        self._hold = max((len(s) for s in self.stop), default=1) - 1
+        """Characters that may be the start of a stop string."""
+
+    def push(self, token: int) -> bool:
+        """Add a generated token; True when the row is finished."""
+        self.tokens.append(token)
+        if token in self.stop_ids:
+            self.finish_reason = "stop"
+        elif self.stop:
+            start = max(0, len(self._text) - self._hold)
+            self._decode()
+            hits = [i for i in (self._text.find(s, start) for s in self.stop) if i >= 0]
+            if hits:
+                self._text, self._cut, self.finish_reason = self._text[: min(hits)], True, "stop"
+        return self.finish_reason is not None
+
+    def end(self) -> None:
+        """No more tokens come: a row still running finished by length."""
+        self.finish_reason = self.finish_reason or "length"
+
+    def _decode(self, final: bool = False) -> None:
+        ids = self.tokens[:-1] if self.tokens and self.tokens[-1] in self.stop_ids else self.tokens
+        if self._cut or self._read >= len(ids):
+            return
+        before = self.tok.decode(ids[self._prefix : self._read])
+        after = self.tok.decode(ids[self._prefix :])
+        if len(after) > len(before) and (final or not after.endswith("\ufffd")):
+            self._text += after[len(before) :]
+            self._prefix, self._read = self._read, len(ids)
+
+    @property
+    def text(self) -> str:
+        """The completion's text so far; all of it once finished."""
+        if self.tok is None:
+            raise ValueError("text needs a tokenizer")
+        self._decode(final=self.finish_reason is not None)
+        return self._text
+
+    def release(self) -> str:
+        """Text not yet released that no later token can change (all of it once finished)."""
+        text = self.text
+        upto = len(text) if self.finish_reason else len(text) - self._hold
+        out = text[self._sent : max(upto, self._sent)]
+        self._sent += len(out)
+        return out
+
+
+def drained(model: Olmo2, prompts, cfg: SamplingConfig, drains: list[Drain]) -> Iterator[None]:
+    """`stream` with each row's tokens fed to its `Drain` (which decides when it ends); yields
+    after every step, so a caller can stream `release()`; every drain is finished after."""
+    try:
+        for _ in stream(model, prompts, cfg, (), lambda i, t: drains[i].push(t)):
+            yield
+    finally:
+        for d in drains:
+            d.end()
+
+
+def complete(
+    model: Olmo2,
+    prompts: Sequence[Sequence[int]],
+    cfg: SamplingConfig,
+    *,
+    tokenizer=None,
+    stop: Sequence[str] = (),
+    stop_token_ids: Sequence[int] = (),
+) -> list[Drain]:
+    """Generate for a batch of token prompts; one finished `Drain` per prompt (`tokens`,
+    `text` with a tokenizer, `finish_reason`)."""
+    drains = [Drain(tokenizer, stop, stop_token_ids) for _ in prompts]
+    for _ in drained(model, prompts, cfg, drains):
+        pass
+    return drains
 
 
 def generate(
@@ -158,12 +257,7 @@ def generate(
     eos = model.config.eos_token_id if eos_token_id is None else eos_token_id
     if eos is not None and eos >= 0:
         stops.append(eos)
-    out: list[list[int]] = [[] for _ in prompts]
-    for step in stream(model, prompts, cfg, stops):
-        for i, t in enumerate(step):
-            if t is not None:
-                out[i].append(t)
-    return out
+    return [d.tokens for d in complete(model, prompts, cfg, stop_token_ids=stops)]
 
 
 def generate_text(
@@ -175,24 +269,11 @@ def generate_text(
 ) -> list[str]:
     """Text in, text out. Generation ends at EOS or at any `stop` string (cut from the output)."""
     encoded = [tokenizer.encode(p) for p in prompts]
-    stop = [s for s in stop if s]
-
-    def hit(i: int, toks: list[int]) -> bool:
-        return bool(stop) and any(s in tokenizer.decode(toks[-32:]) for s in stop)
-
-    out: list[list[int]] = [[] for _ in prompts]
-    for step in stream(model, encoded, cfg, [tokenizer.eos_token_id], hit if stop else None):
-        for i, t in enumerate(step):
-            if t is not None:
-                out[i].append(t)
-    texts = []
-    for toks in out:
-        if toks and toks[-1] == tokenizer.eos_token_id:
-            toks = toks[:-1]
-        text = tokenizer.decode(toks)
-        cut = min((text.find(s) for s in stop if s in text), default=-1)
-        texts.append(text[:cut] if cut >= 0 else text)
-    return texts
+    drains = complete(
+        model, encoded, cfg, tokenizer=tokenizer, stop=stop,
+        stop_token_ids=[tokenizer.eos_token_id],
+    )  # fmt: skip
+    return [d.text for d in drains]
 
 
 # ---- CLI: olmo2 generate --------------------------------------------------------------------
@@ -221,7 +302,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from olmo2.model.quantize import load_for_inference
+    from olmo2.infer.load import load_for_inference
 
     model, tok = load_for_inference(
         args.model, args.revision, args.dtype, args.device, args.quantize
@@ -230,19 +311,13 @@ def run(args) -> int:
     if args.chat:
         prompts = [tok.apply_chat_template([{"role": "user", "content": p}], True) for p in prompts]
     cfg = sampling_from_args(args)
-    if len(prompts) == 1 and not args.stop:  # stream a single prompt to the terminal
+    if len(prompts) == 1:  # stream a single prompt to the terminal
         sys.stdout.write(args.prompt[0])
-        toks: list[int] = []
-        shown = ""
-        for step in stream(model, [tok.encode(prompts[0])], cfg, [tok.eos_token_id]):
-            if step[0] is None or step[0] == tok.eos_token_id:
-                continue
-            toks.append(step[0])
-            text = tok.decode(toks)
-            sys.stdout.write(text[len(shown) :])
+        drain = Drain(tok, args.stop, [tok.eos_token_id])
+        for _ in drained(model, [tok.encode(prompts[0])], cfg, [drain]):
+            sys.stdout.write(drain.release())
             sys.stdout.flush()
-            shown = text
-        sys.stdout.write("\n")
+        sys.stdout.write(drain.release() + "\n")
         return 0
     for prompt, text in zip(args.prompt, generate_text(model, tok, prompts, cfg, args.stop)):
         print(f"--- {prompt!r}\n{text}")

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from olmo2.model.generate import generate
+from olmo2.infer.generate import generate
 
 MAX_BATCH = 8
 
@@ -231,8 +231,8 @@ def test_disconnect_frees_slot_then_sigterm(server):
 def test_queue_full_is_429(dolma2_ckpt):
     from fastapi.testclient import TestClient
 
-    from olmo2.serve.engine import Engine, EngineConfig
-    from olmo2.serve.server import create_app
+    from olmo2.infer.engine import Engine, EngineConfig
+    from olmo2.infer.server import create_app
 
     model, tok, _ = dolma2_ckpt
     engine = Engine(model, EngineConfig(max_batch=1, max_len=64, max_queue=0))  # never started
@@ -241,22 +241,3 @@ def test_queue_full_is_429(dolma2_ckpt):
     assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
     r = client.post("/v1/completions", json={"model": "m", "prompt": "hi", "max_tokens": 100})
     assert r.status_code == 400 and "context length" in r.json()["error"]["message"]
-
-
-def test_text_stream_holds_back_partial_stops_and_characters(dolma2_tok):
-    from olmo2.serve.server import TextStream
-
-    tok = dolma2_tok
-    text = "Hello wörld, naïve 猫 END here"
-    ids = tok.encode(text)
-    s = TextStream(tok, ["END"])
-    sent, hit = "", False
-    for t in ids:
-        delta, hit = s.push(t)
-        assert "\ufffd" not in delta
-        sent += delta
-        if hit:
-            break
-    assert hit and sent + s.flush() == "Hello wörld, naïve 猫 "
-    s = TextStream(tok, [])
-    assert "".join(s.push(t)[0] for t in ids) + s.flush() == text

@@ -9,11 +9,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from olmo2.cli import main
-from olmo2.model.export import parse_size
-from olmo2.model.gguf import read_gguf
+from olmo2.export.gguf import read_gguf
+from olmo2.export.hf import parse_size
 from olmo2.model.hf import load_model
-from tests.model.helpers import save_random
-from tests.model.test_gguf import _tiny_bpe
+from tests.model.helpers import save_random, tiny_bpe
 
 
 @pytest.fixture
@@ -64,7 +63,7 @@ def test_export_gguf_cli(train_ckpt, tmp_path, capsys):
     out = tmp_path / "m.gguf"
     assert main(["export", "gguf", "--model", str(path), "--output", str(out)]) == 2
     assert "tokenizer" in capsys.readouterr().err and not out.exists()
-    (path / "tokenizer.json").write_text(json.dumps(_tiny_bpe(tmp_path)))
+    (path / "tokenizer.json").write_text(json.dumps(tiny_bpe()))
     assert (
         main(["export", "gguf", "--model", str(path), "--output", str(out), "--dtype", "q8_0"]) == 0
     )
