@@ -4,7 +4,7 @@ The OLMo 2 tokenizer is `dolma2` (cl100k_base ported to HF `tokenizers`): EOS
 `<|endoftext|>` = 100257, PAD `<|pad|>` = 100277, no BOS.
 
 Chat template (open-instruct `CHAT_TEMPLATES["tulu"]` with `--add_bos`, where OLMo sets
-bos = eos; ../shared/reference/posttrain-eval-anchors.md §1.2):
+bos = eos; allenai/open-instruct open_instruct/dataset_transformation.py):
 
     <|endoftext|><|system|>\\n{system}\\n<|user|>\\n{user}\\n<|assistant|>\\n{reply}<|endoftext|>
 

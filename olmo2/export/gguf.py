@@ -8,7 +8,7 @@ llama.cpp's `convert_hf_to_gguf.py` writes for `Olmo2ForCausalLM` (architecture 
 - tensor names from `gguf.constants` (`MODEL_TENSORS[MODEL_ARCH.OLMO2]`), not spelled by hand;
 - the tokenizer as a `gpt2`-type byte-level BPE: tokens, token types, merges, special ids and
   `tokenizer.ggml.pre` (the name llama.cpp uses to pick its pre-split regex: `dbrx` is the
-  cl100k regex that dolma2 uses, `gpt-2` the GPT-2 one; see ../shared/reference/feasibility.md §3);
+  cl100k regex that dolma2 uses, `gpt-2` the GPT-2 one; llama.cpp src/llama-vocab.cpp);
 - the chat template (jinja), which llama.cpp's chat mode reads.
 
 Dtypes: f32, f16, bf16 and q8_0 for the 2-D weights; norm weights always stay f32 (as in

@@ -19,6 +19,7 @@ from olmo2.infer.generate import (
     SamplingConfig,
     add_sampling_arguments,
     drained,
+    fit_prompt,
     sampling_from_args,
 )
 
@@ -48,13 +49,14 @@ class ChatSession:
         """Add a user turn, stream the answer. Returns (answer, interrupted)."""
         self.messages.append({"role": "user", "content": user})
         ids = self.prompt_ids()
-        room = self.model.config.max_seq_len - len(ids)
-        if room < 1:
+        context = self.model.config.max_seq_len
+        max_new = min(self.sampling.max_new_tokens, context - len(ids))  # a long chat gets less
+        try:
+            fit_prompt(ids, max(max_new, 1), context)
+        except ValueError as e:
             self.messages.pop()
-            raise ValueError(f"the conversation is {len(ids)} tokens, the context is full: /reset")
-        cfg = SamplingConfig(
-            **{**self.sampling.__dict__, "max_new_tokens": min(self.sampling.max_new_tokens, room)}
-        )
+            raise ValueError(f"{e}; /reset to start over") from None
+        cfg = SamplingConfig(**{**self.sampling.__dict__, "max_new_tokens": max_new})
         drain = Drain(self.tokenizer, (), [self.tokenizer.eos_token_id])
         interrupted = False
         try:

@@ -40,6 +40,27 @@ class SamplingConfig:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
 
 
+def fit_prompt(ids: Sequence[int], max_new_tokens: int, context: int, truncate: bool = False):
+    """The one rule for a prompt and its generation budget against the model's context
+    (`olmo2 generate`, `chat`, `serve`, the eval harness): refuse, naming the lengths, when
+    prompt + max_new_tokens does not fit; with `truncate`, keep the prompt's last tokens."""
+    room = context - max_new_tokens
+    if room < 1:
+        raise ValueError(
+            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the context of "
+            f"{context} tokens"
+        )
+    if len(ids) <= room:
+        return list(ids)
+    if truncate:
+        return list(ids[-room:])
+    raise ValueError(
+        f"the prompt is {len(ids)} tokens and max_new_tokens {max_new_tokens}: "
+        f"{len(ids) + max_new_tokens} > the model's context of {context} tokens "
+        f"(truncate to keep the prompt's last {room} tokens)"
+    )
+
+
 def sample(
     logits_BV: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator | None
 ) -> torch.Tensor:
@@ -295,6 +316,11 @@ def add_arguments(p) -> None:
     p.add_argument("--prompt", action="append", required=True, help="repeat for a batch")
     p.add_argument("--chat", action="store_true", help="wrap each prompt as a user chat turn")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument(
+        "--truncate",
+        action="store_true",
+        help="keep a prompt's last tokens when it does not fit the context (default: refuse)",
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quantize", choices=["int8"], default=None, help="int8 linear layers (CPU)")
@@ -311,14 +337,19 @@ def run(args) -> int:
     if args.chat:
         prompts = [tok.apply_chat_template([{"role": "user", "content": p}], True) for p in prompts]
     cfg = sampling_from_args(args)
+    context = model.config.max_seq_len
+    ids = [fit_prompt(tok.encode(p), cfg.max_new_tokens, context, args.truncate) for p in prompts]
     if len(prompts) == 1:  # stream a single prompt to the terminal
         sys.stdout.write(args.prompt[0])
         drain = Drain(tok, args.stop, [tok.eos_token_id])
-        for _ in drained(model, [tok.encode(prompts[0])], cfg, [drain]):
+        for _ in drained(model, ids, cfg, [drain]):
             sys.stdout.write(drain.release())
             sys.stdout.flush()
         sys.stdout.write(drain.release() + "\n")
         return 0
-    for prompt, text in zip(args.prompt, generate_text(model, tok, prompts, cfg, args.stop)):
-        print(f"--- {prompt!r}\n{text}")
+    drains = complete(
+        model, ids, cfg, tokenizer=tok, stop=args.stop, stop_token_ids=[tok.eos_token_id]
+    )
+    for prompt, d in zip(args.prompt, drains):
+        print(f"--- {prompt!r}\n{d.text}")
     return 0

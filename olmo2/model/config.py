@@ -1,7 +1,7 @@
 """Model configuration and the registry of named OLMo 2 sizes.
 
 Shapes are the published ones (allenai/OLMo configs official-0425/-1124, OLMo-core
-`TransformerConfig.olmo2_*`): see ../shared/reference/olmo-training-anchors.md §1.4.
+`TransformerConfig.olmo2_*` in src/olmo_core/nn/transformer/config.py).
 """
 
 from __future__ import annotations

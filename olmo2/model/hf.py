@@ -3,7 +3,8 @@
 A checkpoint directory holds `config.json`, `model.safetensors` (or shards named in
 `model.safetensors.index.json`) and, when known, `tokenizer.json` + `tokenizer_config.json`,
 so `transformers.AutoModelForCausalLM.from_pretrained(dir)` loads it as it is.
-Key names: ../shared/reference/olmo-training-anchors.md §1.7.
+Key names and config fields: transformers src/transformers/models/olmo2/configuration_olmo2.py;
+what the OLMo converters write: allenai/OLMo scripts/convert_olmo2_to_hf.py.
 """
 
 from __future__ import annotations

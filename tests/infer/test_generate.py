@@ -140,3 +140,27 @@ def test_drain_stop_string_across_tokens_and_eos(dolma2_tok):
     drain.push(ids[0])
     drain.end()
     assert drain.finish_reason == "length" and drain.text == "a"
+
+
+def test_cli_generate_refuses_a_prompt_longer_than_the_context(tmp_path, capsys):
+    """Issue: a 3,000-token prompt at a context of 256 used to exit 0. Now the lengths are
+    named and the exit is 2; `--truncate` keeps the prompt's last tokens."""
+    _, path = save_random(tmp_path, "mha", seed=2)  # max_seq_len 256
+    (path / "tokenizer.json").write_text(json.dumps(tiny_bpe()))
+    long = "the quick brown fox " * 300
+    args = ["generate", "--model", str(path), "--device", "cpu", "--max-new-tokens", "4"]
+    assert main([*args, "--prompt", long]) == 2
+    err = capsys.readouterr().err
+    assert "the model's context of 256 tokens" in err and "Traceback" not in err
+    assert main([*args, "--prompt", long, "--truncate"]) == 0
+    assert main([*args, "--prompt", "x", "--max-new-tokens", "300"]) == 2
+    assert "no room for a prompt" in capsys.readouterr().err
+
+
+def test_fit_prompt_rule():
+    from olmo2.infer.generate import fit_prompt
+
+    assert fit_prompt([1, 2, 3], 5, 8) == [1, 2, 3]
+    assert fit_prompt([1, 2, 3, 4], 5, 8, truncate=True) == [2, 3, 4]
+    with pytest.raises(ValueError, match="4 tokens and max_new_tokens 5: 9 > the model's context"):
+        fit_prompt([1, 2, 3, 4], 5, 8)
