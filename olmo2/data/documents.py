@@ -8,6 +8,11 @@ A document without an `id` gets the stable id `{file name}:{line}` so that a re-
 attribute file and a dedup decision all refer to the same document. `source` defaults to the
 file's stem (`gutenberg_en_train` for `gutenberg_en_train.jsonl.gz`), so per-source filter
 switches and the mixture can key on it.
+
+A compressed file that is damaged (truncated, corrupt, or not compressed at all) raises
+`DamagedInput`, a ValueError that names the file, the last line read and how far into the file
+reading got; with `skip_bad_lines` the documents before the damage are kept and the file is
+counted in `ReadStats.damaged_files`.
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ import io
 import json
 import logging
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +53,135 @@ class ReadStats:
     bad_lines: int = 0
     bytes: int = 0
     """UTF-8 bytes of document text read."""
+    damaged_files: int = 0
+    """Files cut short by damage (read up to it, with `skip_bad_lines`)."""
+
+
+_STEM_SUFFIXES = sorted(JSONL_SUFFIXES + TEXT_SUFFIXES + (".json",), key=len, reverse=True)
 
 
 def file_stem(path: str | os.PathLike) -> str:
     """`a/b/gutenberg_en_train.jsonl.gz` -> `gutenberg_en_train`."""
     name = Path(path).name
-    for suffix in sorted(JSONL_SUFFIXES + TEXT_SUFFIXES + (".json",), key=len, reverse=True):
+    for suffix in _STEM_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
 
 
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of the zstd frames in `raw`, one frame after another.
+
+    Unlike python-zstandard's `stream_reader`, which stops silently, this raises EOFError when
+    the file ends inside a frame (a truncated file)."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.dctx = raw, zstandard.ZstdDecompressor()
+        self.frame = None  # the decompressobj of the current frame
+        self.out = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+    def readinto(self, b) -> int:
+        while not self.out:
+            data = self.raw.read(1 << 16)
+            if not data:
+                if self.frame is not None and not self.frame.eof:
+                    raise EOFError("compressed file ended before the end of a zstd frame")
+                return 0
+            self.out = memoryview(self._decompress(data))
+        n = min(len(b), len(self.out))
+        b[:n], self.out = self.out[:n], self.out[n:]
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self.frame is None or self.frame.eof:
+                self.frame = self.dctx.decompressobj()
+            out.append(self.frame.decompress(data))
+            data = self.frame.unused_data if self.frame.eof else b""
+        return b"".join(out)
+
+
+def _compression(path: Path) -> str:
+    return {".gz": "gzip", ".zst": "zstd"}.get(path.suffix, "plain")
+
+
+def _open_binary(path: Path) -> tuple[BinaryIO, BinaryIO]:
+    """The decompressed bytes of a file, and the raw file under them (its position says how
+    far reading got); closing the first closes both."""
+    kind = _compression(path)
+    if kind == "gzip":
+        f = gzip.open(path, "rb")
+        return f, f.fileobj
+    raw = open(path, "rb")  # noqa: SIM115 - closed through the returned stream
+    return (io.BufferedReader(_ZstdFrames(raw)) if kind == "zstd" else raw), raw
+
+
 def open_text(path: str | os.PathLike) -> io.TextIOBase:
     """Open a possibly gzip/zstd-compressed file as UTF-8 text."""
-    path = str(path)
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    if path.endswith(".zst"):
-        import zstandard
+    return io.TextIOWrapper(_open_binary(Path(path))[0], encoding="utf-8")
 
-        raw = open(path, "rb")  # noqa: SIM115 - closed through the wrapper
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-        return io.TextIOWrapper(reader, encoding="utf-8")
-    return open(path, encoding="utf-8")
+
+_DAMAGE_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)
+_EXPECTED = {
+    "gzip": "a complete gzip stream (magic bytes 1f 8b, deflate data, CRC trailer)",
+    "zstd": "complete zstd frames (magic bytes 28 b5 2f fd ... end of frame)",
+    "plain": "a readable file",
+}
+
+
+class DamagedInput(ValueError):
+    """An input file that cannot be read to its end (truncated, corrupt, not compressed)."""
+
+    def __init__(self, path: Path, where: str, offset: int, err: Exception):
+        kind, size = _compression(path), path.stat().st_size
+        hint = " (the file ends there: truncated?)" if isinstance(err, EOFError) else ""
+        super().__init__(
+            f"{path}: cannot read {kind} data {where}, reading stopped at byte {offset:,} of "
+            f"{size:,}{hint}: {err}; expected {_EXPECTED[kind]}"
+        )
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of a possibly compressed file, streaming; damage raises
+    `DamagedInput` after the lines before it."""
+    lineno = 0
+    f, raw = _open_binary(path)
+    with f:
+        try:
+            for lineno, line in enumerate(f, start=1):
+                yield lineno, line
+        except _DAMAGE_ERRORS as e:
+            raise DamagedInput(path, f"at line {lineno + 1:,}", raw.tell(), e) from None
+
+
+def _read_text(path: Path) -> tuple[str, DamagedInput | None]:
+    """The whole text of a possibly compressed file, or what could be read and the damage."""
+    parts: list[str] = []
+    f, raw = _open_binary(path)
+    with io.TextIOWrapper(f, encoding="utf-8") as text:
+        try:
+            while chunk := text.read(1 << 13):  # small reads: lose little to damage
+                parts.append(chunk)
+        except _DAMAGE_ERRORS as e:
+            where = f"after {sum(map(len, parts)):,} characters"
+            return "".join(parts), DamagedInput(path, where, raw.tell(), e)
+    return "".join(parts), None
+
+
+def _damaged(e: DamagedInput, skip_bad_lines: bool, stats: ReadStats) -> None:
+    """Count and log the damage with `skip_bad_lines`, else raise it."""
+    if not skip_bad_lines:
+        raise ValueError(f"{e}; pass --skip-bad-lines to keep the documents before it") from None
+    stats.damaged_files += 1
+    log.warning("%s; keeping the documents before it", e)
 
 
 def _kind(path: Path) -> str:
@@ -103,46 +218,65 @@ def _iter_jsonl(
     path: Path, text_field: str, skip_bad_lines: bool, stats: ReadStats
 ) -> Iterator[Document]:
     source = file_stem(path)
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-            except ValueError as e:
-                if skip_bad_lines:
-                    stats.bad_lines += 1
-                    log.warning("%s:%d: skipping bad line (%s)", path, lineno, e)
-                    continue
-                raise ValueError(
-                    f"{path}:{lineno}: invalid JSON line ({e}); pass --skip-bad-lines to skip it"
-                ) from None
-            text = row.get(text_field)
-            if not isinstance(text, str):
-                if skip_bad_lines:
-                    stats.bad_lines += 1
-                    continue
-                what = "missing" if text is None else f"a {type(text).__name__}, not a string"
-                raise ValueError(
-                    f"{path}:{lineno}: field {text_field!r} is {what} "
-                    f"(keys: {sorted(row)[:8]}); choose the field with --text-field"
-                )
-            doc_id = row.get("id")
-            meta = {k: v for k, v in row.items() if k not in (text_field, "id", "source")}
-            yield Document(
-                id=str(doc_id) if doc_id is not None else f"{path.name}:{lineno}",
-                text=text,
-                source=str(row.get("source") or source),
-                metadata=meta,
-            )
+    try:
+        for lineno, line in _lines(path):
+            if line.strip():
+                doc = _parse_line(path, lineno, line, text_field, source, skip_bad_lines, stats)
+                if doc is not None:
+                    yield doc
+    except DamagedInput as e:
+        _damaged(e, skip_bad_lines, stats)
 
 
-def _iter_txt(path: Path, separator: str | None) -> Iterator[Document]:
-    with open_text(path) as f:
-        text = f.read()
+def _parse_line(
+    path: Path,
+    lineno: int,
+    line: bytes,
+    text_field: str,
+    source: str,
+    skip_bad_lines: bool,
+    stats: ReadStats,
+) -> Document | None:
+    """The document on one JSONL line; None for a bad line that is skipped."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+        if not isinstance(row, dict):
+            raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    except ValueError as e:  # UnicodeDecodeError is a ValueError too
+        if skip_bad_lines:
+            stats.bad_lines += 1
+            log.warning("%s:%d: skipping bad line (%s)", path, lineno, e)
+            return None
+        raise ValueError(
+            f"{path}:{lineno}: invalid JSON line ({e}); pass --skip-bad-lines to skip it"
+        ) from None
+    text = row.get(text_field)
+    if not isinstance(text, str):
+        if skip_bad_lines:
+            stats.bad_lines += 1
+            return None
+        what = "missing" if text is None else f"a {type(text).__name__}, not a string"
+        raise ValueError(
+            f"{path}:{lineno}: field {text_field!r} is {what} "
+            f"(keys: {sorted(row)[:8]}); choose the field with --text-field"
+        )
+    doc_id = row.get("id")
+    return Document(
+        id=str(doc_id) if doc_id is not None else f"{path.name}:{lineno}",
+        text=text,
+        source=str(row.get("source") or source),
+        metadata={k: v for k, v in row.items() if k not in (text_field, "id", "source")},
+    )
+
+
+def _iter_txt(
+    path: Path, separator: str | None, skip_bad_lines: bool, stats: ReadStats
+) -> Iterator[Document]:
+    text, damage = _read_text(path)
     pieces = [text] if separator is None else text.split(separator)
+    if damage is not None:
+        _damaged(damage, skip_bad_lines, stats)
+        pieces = pieces[:-1]  # the last piece was cut short by the damage
     for i, piece in enumerate(pieces):
         if piece.strip():
             doc_id = path.name if separator is None else f"{path.name}:{i}"
@@ -160,7 +294,8 @@ def iter_documents(
     """Stream `Document`s from the given files, in order.
 
     Errors name the file and line. With `skip_bad_lines`, invalid JSON lines and lines whose
-    `text_field` is missing are counted in `stats.bad_lines` and skipped.
+    `text_field` is missing are counted in `stats.bad_lines` and skipped, and a damaged file
+    is read up to the damage and counted in `stats.damaged_files`.
     """
     stats = stats if stats is not None else ReadStats()
     for path in check_inputs(paths):
@@ -168,7 +303,7 @@ def iter_documents(
         if _kind(path) == "jsonl":
             docs = _iter_jsonl(path, text_field, skip_bad_lines, stats)
         else:
-            docs = _iter_txt(path, separator)
+            docs = _iter_txt(path, separator, skip_bad_lines, stats)
         for doc in docs:
             stats.documents += 1
             stats.bytes += len(doc.text.encode("utf-8", errors="surrogatepass"))

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_HAS_PDEATHSIG = sys.platform.startswith("linux")
 
 
 def ordered_map(
@@ -92,7 +93,7 @@ def _start_worker(parent: int, initializer: Callable | None, initargs: tuple) ->
 
 def die_with_parent(parent: int) -> None:
     """Make this (forked) process exit as soon as process `parent` is gone."""
-    if sys.platform.startswith("linux"):
+    if _HAS_PDEATHSIG:
         libc = ctypes.CDLL(None, use_errno=True)
         # (The signal comes when the forking *thread* exits: `Pool` forks from the thread that
         # creates it, which outlives the pool.)

@@ -18,7 +18,10 @@ Two passes over the inputs, so memory holds only hashes and signatures, never te
    manifest under `prepare`.
 
 Pass 1 is deterministic, so a re-run after an interruption makes the same decisions and the
-tokenizer's resume skips the parts already written.
+tokenizer's resume skips the parts already written. Before either pass, the output (and
+attributes) directory is checked, so an unusable path fails at once with nothing written; a
+damaged input fails naming the file and line, or with --skip-bad-lines is read up to the damage
+and counted (`damaged_files`).
 """
 
 from __future__ import annotations
@@ -122,6 +125,8 @@ class Funnel:
 
     documents_in: int = 0
     bad_lines: int = 0
+    damaged_files: int = 0
+    """Inputs cut short by damage (truncated or corrupt), read up to it (--skip-bad-lines)."""
     bytes_in: int = 0
     filtered: collections.Counter = field(default_factory=collections.Counter)
     contaminated: collections.Counter = field(default_factory=collections.Counter)
@@ -197,6 +202,7 @@ def analyze(cfg: PrepareConfig, index: ContaminationIndex | None) -> tuple[Decis
         bar.close()
         _ANALYZER = None
     funnel.bad_lines = sum(s.bad_lines for s in stats)
+    funnel.damaged_files = sum(s.damaged_files for s in stats)
     if cfg.attributes_dir is not None:
         for i, path in enumerate(paths):
             _write_attributes(Path(cfg.attributes_dir), path, attrs.get(i, []))
@@ -406,13 +412,15 @@ def prepare(cfg: PrepareConfig) -> dict:
     tok = Path(cfg.tokenizer)
     if not (tok.is_file() or (tok / "tokenizer.json").is_file()):
         raise FileNotFoundError(f"{tok}: tokenizer file not found")
+    settings = _check_output(cfg)  # before reading anything: fail fast, write nothing
     t0 = time.perf_counter()
     index = ContaminationIndex.build(cfg.decontam) if cfg.decontam.eval_dir else None
     decisions, funnel = analyze(cfg, index)
     if funnel.documents_in == 0:
         raise ValueError(f"no documents in {', '.join(cfg.inputs)} (empty input)")
     t1 = time.perf_counter()
-    _pin_settings(cfg)
+    Path(cfg.output).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(cfg.output) / STATE_FILE, json.dumps(settings, indent=2))
     inputs = [
         {"path": str(p), "bytes": Path(p).stat().st_size, "sha256": sha256_file(p)}
         for p in cfg.inputs
@@ -435,12 +443,16 @@ def prepare(cfg: PrepareConfig) -> dict:
 STATE_FILE = ".prepare-state.json"
 
 
-def _pin_settings(cfg: PrepareConfig) -> None:
-    """Refuse to resume into an output directory made from other inputs or settings.
+def _check_output(cfg: PrepareConfig) -> dict:
+    """Refuse an output that cannot be written, or that holds another run's output; return
+    the state to pin in it.
 
-    The tokenizer's resume keeps every complete part it finds, so without this a re-run with,
-    say, another filter setting would silently mix the two runs' documents.
+    The tokenizer's resume keeps every complete part it finds, so without the settings check a
+    re-run with, say, another filter setting would silently mix the two runs' documents.
     """
+    _check_writable_dir(Path(cfg.output), "--output")
+    if cfg.attributes_dir is not None:
+        _check_writable_dir(Path(cfg.attributes_dir), "--attributes-dir")
     settings = _jsonable(cfg)
     for k in ("output", "workers", "attributes_dir"):  # do not change the documents
         settings.pop(k)
@@ -451,17 +463,27 @@ def _pin_settings(cfg: PrepareConfig) -> None:
     out = Path(cfg.output)
     state = out / STATE_FILE
     if state.is_file():
-        old = json.loads(state.read_text()).get("settings_sha256")
-        if old != digest:
+        if json.loads(state.read_text()).get("settings_sha256") != digest:
             raise ValueError(
                 f"{out}: holds output of `prepare` with other inputs or settings "
                 f"({state.name} differs); use another --output directory or delete this one"
             )
-        return
-    if out.exists() and any(out.glob("part-*")):
+    elif out.exists() and any(out.glob("part-*")):
         raise ValueError(f"{out}: already holds token parts not made by this `prepare` run")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(state, json.dumps({"settings_sha256": digest, **settings}, indent=2))
+    return {"settings_sha256": digest, **settings}
+
+
+def _check_writable_dir(path: Path, flag: str) -> None:
+    """Fail unless `path` is, or can be created as, a directory this process can write."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "a file, not a directory" if existing.is_file() else "not a directory"
+        under = "" if existing == path else f" (so {path} cannot be created under it)"
+        raise ValueError(f"{flag} {path}: {existing} is {what}{under}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {existing} is not writable by this user")
 
 
 def _jsonable(cfg: PrepareConfig) -> dict:
@@ -477,6 +499,8 @@ def summary(manifest: dict) -> str:
     rows = [("documents in", f["documents_in"])]
     if f["bad_lines"]:
         rows.append(("bad lines skipped", f["bad_lines"]))
+    if f["damaged_files"]:
+        rows.append(("damaged files (read up to the damage)", f["damaged_files"]))
     rows += [(f"  dropped: {k}", v) for k, v in f["filtered"].items()]
     rows += [(f"  contaminated: {k}", v) for k, v in f["contaminated"].items()]
     rows += [(f"  duplicates: {k}", v) for k, v in f["duplicates"].items()]

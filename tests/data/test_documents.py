@@ -95,3 +95,35 @@ def test_streams_lazily(tmp_path):
         f.write("not json\n")
     it = iter_documents([p])
     assert next(it).id == "d0"
+
+
+def test_concatenated_zstd_frames_are_all_read(tmp_path):
+    p = tmp_path / "two.jsonl.zst"
+    z = zstandard.ZstdCompressor()
+    p.write_bytes(b"".join(z.compress(json.dumps(r).encode() + b"\n") for r in _rows(3)))
+    assert [d.id for d in iter_documents([p])] == ["d0", "d1", "d2"]
+
+
+def test_damaged_files_name_the_position_and_keep_what_precedes(tmp_path):
+    data = "".join(json.dumps(r) + "\n" for r in _rows(20_000)).encode()
+    z = zstandard.ZstdCompressor().compress(data)
+    p = tmp_path / "cut.jsonl.zst"
+    p.write_bytes(z[: len(z) // 2])
+    readable = zstandard.ZstdDecompressor().decompressobj().decompress(z[: len(z) // 2])
+    n = readable.count(b"\n")
+    with pytest.raises(
+        ValueError, match=rf"cut\.jsonl\.zst: cannot read zstd data at line {n + 1:,}"
+    ):
+        list(iter_documents([p]))
+    stats = ReadStats()
+    docs = list(iter_documents([p], skip_bad_lines=True, stats=stats))
+    assert [d.id for d in docs] == [f"d{i}" for i in range(n)] and stats.damaged_files == 1
+
+    book = tmp_path / "book.txt.gz"
+    text = "".join(f"chapter {i} " * 50 + "\n===\n" for i in range(400))
+    gz = gzip.compress(text.encode())
+    book.write_bytes(gz[:-20])  # the tail is lost: the last piece read is cut short
+    with pytest.raises(ValueError, match=r"book\.txt\.gz: cannot read gzip data after [\d,]+ char"):
+        list(iter_documents([book], separator="===\n"))
+    docs = list(iter_documents([book], separator="===\n", skip_bad_lines=True))
+    assert 0 < len(docs) < 400 and [d.text for d in docs] == text.split("===\n")[: len(docs)]

@@ -3,6 +3,7 @@ decontamination and dedup, and exactly the planted documents are removed."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -20,6 +21,7 @@ from olmo2.cli import main
 from olmo2.data.tokenize import read_index
 from tests.data.test_decontam import QUESTION
 from tests.data.test_filters import _planted, english
+from tests.data.test_pool import _children, _cpu_s, kill_and_check_workers_die
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -263,3 +265,111 @@ def test_sigkill_then_rerun_gives_the_same_output(tmp_path, dolma2_path):
         del m["prepare"]["config"]["output"]
     assert m_ref == m_out
     assert sorted(x.name for x in out.iterdir()) == sorted(x.name for x in ref.iterdir())
+
+
+def _damaged_shards(tmp_path: Path) -> dict[Path, int]:
+    """Truncated .gz and .zst shards and a plain file named .gz, each with the number of its
+    documents that can be read before the damage (what a streaming decompressor recovers)."""
+    import random
+    import zlib
+
+    import zstandard
+
+    rng = random.Random(5)
+    rows = [{"text": " ".join(f"w{rng.randrange(10**6)}" for _ in range(20))} for _ in range(3000)]
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    gz, zst = gzip.compress(data), zstandard.ZstdCompressor().compress(data)
+    gz, zst = gz[: len(gz) // 2], zst[: len(zst) // 2]
+    shards = {
+        tmp_path / "cut.jsonl.gz": (gz, zlib.decompressobj(31).decompress(gz).count(b"\n")),
+        tmp_path / "cut.jsonl.zst": (
+            zst,
+            zstandard.ZstdDecompressor().decompressobj().decompress(zst).count(b"\n"),
+        ),
+        tmp_path / "raw.jsonl.gz": (data, 0),
+    }
+    for path, (blob, _) in shards.items():
+        path.write_bytes(blob)
+    return {path: n for path, (_, n) in shards.items()}
+
+
+def test_damaged_compressed_input_names_file_and_position(tmp_path, dolma2_path, capsys):
+    shards = _damaged_shards(tmp_path)
+    assert all(0 < n < 3000 for p, n in shards.items() if p.name.startswith("cut"))
+    out = tmp_path / "out"
+    base = ["prepare", "--output", str(out), "--tokenizer", str(dolma2_path), "--no-decontam"]
+    base += ["--workers", "1", "--no-filter", "all", "--dedup", "none"]
+    for path, n in shards.items():
+        assert main(base + ["--input", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"olmo2 prepare: error: {path}: cannot read" in err and "Traceback" not in err
+        assert f"at line {n + 1:,}, reading stopped at byte" in err
+        assert "expected a complete gzip stream" in err or "expected complete zstd frames" in err
+        assert ("truncated?" in err) == path.name.startswith("cut")
+        assert not out.exists()  # nothing half-written
+    good = tmp_path / "good.jsonl"
+    _write(good, [{"text": "one fine document"}])
+    assert main(base + ["--input", *map(str, shards), str(good), "--skip-bad-lines"]) == 0
+    assert "damaged files (read up to the damage)" in capsys.readouterr().out
+    funnel = json.loads((out / "manifest.json").read_text())["prepare"]["funnel"]
+    assert funnel["damaged_files"] == 3
+    assert funnel["documents_in"] == funnel["documents_out"] == sum(shards.values()) + 1
+    assert _ids(out)[-1] == "good.jsonl:1"
+
+
+def test_unusable_output_fails_before_reading(tmp_path, dolma2_path, capsys):
+    src = next(iter(_damaged_shards(tmp_path)))  # reading it would fail: it must not be read
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    before = sorted(tmp_path.rglob("*"))
+    base = ["prepare", "--input", str(src), "--tokenizer", str(dolma2_path), "--no-decontam"]
+    assert main(base + ["--output", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {blocker / 'out'}: {blocker} is a file, not a directory" in err
+    assert main(base + ["--output", str(blocker)]) == 2
+    assert f"--output {blocker}: {blocker} is a file" in capsys.readouterr().err
+    ok_out = tmp_path / "new" / "out"
+    assert main(base + ["--output", str(ok_out), "--attributes-dir", str(blocker / "a")]) == 2
+    assert f"--attributes-dir {blocker / 'a'}: {blocker} is a file" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def _huge_documents(path: Path, n: int = 3, words: int = 2_000_000) -> None:
+    """`n` documents of ~12 MB each that pass every filter: several seconds of work each."""
+    import random
+
+    vocab = np.array(" ".join(english(random.Random(i), 14) for i in range(200)).split())
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        w = vocab[rng.integers(0, len(vocab), words)]
+        text = "\n\n".join(" ".join(w[j : j + 300]) + "." for j in range(0, words, 300))
+        rows.append({"id": f"huge{i}", "text": text})
+    _write(path, rows)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_a_sigkilled_prepare(tmp_path, dolma2_path):
+    src = tmp_path / "huge.jsonl"
+    _huge_documents(src)
+    cmd = [sys.executable, "-m", "olmo2", "prepare", "--input", str(src), "--output"]
+    cmd += [str(tmp_path / "out"), "--tokenizer", str(dolma2_path), "--no-decontam"]
+    cmd += ["--workers", "3"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        # Wait until every worker is busy with its document (orphans finish theirs: seconds).
+        workers: set[int] = set()
+        deadline = time.time() + 60
+        while proc.poll() is None and time.time() < deadline:
+            workers = _children(proc.pid)
+            if len(workers) == 3 and min(map(_cpu_s, workers)) > 0.3:
+                break
+            time.sleep(0.02)
+        assert len(workers) == 3, f"prepare ended or started no pool (rc={proc.poll()})"
+        kill_and_check_workers_die(proc, workers)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # clean up whatever is left
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -145,6 +145,7 @@ def test_sigkill_then_rerun_gives_identical_files(tmp_path, dolma2_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
     assert (out / "part-00001.csv.gz").exists() and not (out / "manifest.json").exists()
     m = tokenize_documents(make_docs(60), str(dolma2_path), str(out), max_part_tokens=400)
     ref_files = sorted(f.name for f in ref.iterdir() if not f.name.startswith(".tmp"))
