@@ -7,6 +7,7 @@ olmo2 eval --list-tasks
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import time
@@ -19,7 +20,10 @@ def add_arguments(p) -> None:
     p.add_argument("--model", help="checkpoint directory or hub id")
     p.add_argument("--tasks", default="", help="comma-separated task or suite keys")
     p.add_argument(
-        "--limit", type=int, help="evaluate at most N documents per task (seeded sample)"
+        "--limit",
+        type=parse_limit,
+        help="documents per task: N (a seeded sample, in place of the task's own limit), "
+        "or 'all' / 0 for every document (default: the task's limit)",
     )
     p.add_argument("--batch-size", default="auto", help="rows per forward, or 'auto' (default)")
     p.add_argument("--output", help="write results JSON here")
@@ -75,11 +79,11 @@ def run(args) -> int:
     results = {"tasks": {}, "suites": {}}
     if keys:
         results = evaluate(harness, keys, ddir, args.limit, args.chat, args.dump_requests)
-    results["perplexity"] = _perplexity(model, tok, args.perplexity, args.limit)
+    results["perplexity"] = _perplexity(model, tok, args.perplexity, args.limit or None)
     results["model"] = identity
     results["run"] = {
         "tasks": keys,
-        "limit": args.limit,
+        "limit": "all" if args.limit == 0 else args.limit,
         "batch_size": args.batch_size,
         "chat": args.chat,
         "seconds": round(time.time() - t0, 2),
@@ -93,6 +97,19 @@ def run(args) -> int:
         print(f"results written to {args.output}")
     print(f"evaluated {len(results['tasks'])} tasks in {results['run']['seconds']:.1f}s")
     return 0
+
+
+def parse_limit(value: str) -> int:
+    """`--limit N|all|0` -> N, with 0 meaning every document (as in OLMES)."""
+    if value.strip().lower() == "all":
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 or 'all', got {value!r}")
+    return n
 
 
 def _batch_size(value: str) -> int | str:

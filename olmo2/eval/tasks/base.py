@@ -85,6 +85,17 @@ def read_jsonl(path: Path, hub_id: str) -> list[dict]:
     return [dict(r) for r in rows]
 
 
+def effective_limit(config: TaskConfig, limit: int | str | None) -> int | None:
+    """The caller's `limit` in place of the task's: None = the task's, 0 / "all" = no limit."""
+    if limit is None:
+        return config.limit
+    if limit == "all" or limit == 0:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit: expected a whole number >= 0 or 'all', got {limit!r}")
+    return limit
+
+
 def subsample(docs: list, limit: int | None, seed: int = SUBSAMPLE_SEED) -> list:
     """OLMES subsampling: keep every doc (in order) unless there are more than `limit`."""
     if limit is None or len(docs) <= limit:
@@ -102,11 +113,13 @@ class Task:
     def load_docs(self, data_dir: Path) -> list:
         raise NotImplementedError
 
-    def docs(self, data_dir: Path, limit: int | None = None) -> list:
-        """The evaluated documents: the task's own `limit`, then the caller's (OLMES `--limit`
-        replaces the config's, and subsamples with the same seed)."""
-        lim = self.config.limit if limit is None else min(limit, self.config.limit or limit)
-        return subsample(self.load_docs(data_dir), lim, self.config.seed)
+    def docs(self, data_dir: Path, limit: int | str | None = None) -> list:
+        """The evaluated documents. `limit` None keeps the task's own limit; a number replaces
+        it (OLMES `--limit`, allenai/olmes oe_eval/launch.py overrides the task config's
+        `limit`); 0 or "all" evaluates every document. Subsampling is seeded."""
+        return subsample(
+            self.load_docs(data_dir), effective_limit(self.config, limit), self.config.seed
+        )
 
     def requests(self, docs: list) -> list[Request]:
         raise NotImplementedError
