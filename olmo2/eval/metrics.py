@@ -1,5 +1,6 @@
 """Evaluation metrics: OLMES multiple-choice normalisations, best-of MC/RC, suite averages,
-SQuAD F1/EM, TruthfulQA MC1/MC2 and bits per byte.
+SQuAD F1/EM/recall, PopQA containment, pass@k, TruthfulQA MC1/MC2 and bits per byte (DROP's
+F1 is in `olmo2.eval.drop_eval`).
 
 Multiple-choice normalisations (OLMES `MCAccuracy`, allenai/olmes oe_eval/metrics/metric.py;
 Gu et al. 2024 §3): a choice's score is the summed log-probability of its continuation,
@@ -130,6 +131,44 @@ def f1(prediction: str, golds: Sequence[str]) -> float:
             prec, rec = common / len(pt), common / len(gt)
             best = max(best, 2 * prec * rec / (prec + rec))
     return best
+
+
+def recall(prediction: str, golds: Sequence[str]) -> float:
+    """1 if any gold answer, lower-cased, occurs in the lower-cased prediction (OLMES
+    `SQuADF1EMRecallMetric`, allenai/olmes oe_eval/metrics/metric.py)."""
+    p = prediction.lower()
+    return float(any(g.lower() in p for g in golds))
+
+
+def qa_scores(prediction: str, golds: Sequence[str]) -> dict[str, float]:
+    """The generative-QA metrics of OLMES (TriviaQA, SQuAD, Jeopardy, CoQA, NaturalQs): SQuAD
+    F1 and exact match (max over golds) and `recall`, on the stripped generation."""
+    p = prediction.strip()
+    return {"f1": f1(p, golds), "exact_match": exact_match(p, golds), "recall": recall(p, golds)}
+
+
+def contains_answer(generation: str, aliases: Sequence[str]) -> float:
+    """PopQA's "exact match" (Mallen et al. 2023; OLMES popqa.py): 1 if any alias, as is,
+    lower-cased or capitalised, is a substring of the generation."""
+    return float(
+        any(
+            a in generation or a.lower() in generation or a.capitalize() in generation
+            for a in aliases
+        )
+    )
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of Chen et al. (2021, eq. 1) for n samples of which c pass:
+    1 − C(n−c, k) / C(n, k), computed as 1 − Π_{i=n−c+1}^{n} (1 − k/i) (openai/human-eval
+    human_eval/evaluation.py `estimate_pass_at_k`); 1 when n − c < k."""
+    if not 0 <= c <= n or k < 1:
+        raise ValueError(f"pass@k needs 0 <= c <= n and k >= 1, got n={n} c={c} k={k}")
+    if n < k:
+        raise ValueError(f"pass@{k} needs at least {k} samples per problem, got {n}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
 # ---- TruthfulQA (Lin et al. 2022, §4.1 "MC1" and "MC2") ---------------------------------

@@ -85,3 +85,33 @@ def test_truthfulqa_mc1_mc2():
 
 def test_bits_per_byte_closed_form():
     assert metrics.bits_per_byte(math.log(2) * 10, 5) == pytest.approx(2.0)
+
+
+def test_qa_scores_and_recall():
+    s = metrics.qa_scores(" Paris, France\n", ["paris"])
+    assert s == {"f1": pytest.approx(2 / 3), "exact_match": 0.0, "recall": 1.0}
+    assert metrics.recall("It was Lyon", ["Paris", "lyon"]) == 1.0
+
+
+def test_popqa_containment():
+    # as is, lower-cased or .capitalize()d alias inside the generation
+    assert metrics.contains_answer(" the city of paris", ["Paris"]) == 1.0
+    assert metrics.contains_answer(" He was a Politician.", ["politician"]) == 1.0
+    assert metrics.contains_answer(" New York City", ["new york"]) == 0.0  # "New york" only
+    assert metrics.contains_answer(" London", ["Paris", "Lyon"]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "k"),
+    [(10, 3, 1), (10, 3, 5), (20, 5, 10), (5, 0, 1), (7, 7, 3), (20, 19, 2), (1, 1, 1)],
+)
+def test_pass_at_k_closed_form(n, c, k):
+    expected = 1 - math.comb(n - c, k) / math.comb(n, k)  # Chen et al. 2021, eq. 1
+    assert metrics.pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_hand_values():
+    assert metrics.pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert metrics.pass_at_k(10, 3, 5) == pytest.approx(1 - 21 / 252)
+    with pytest.raises(ValueError, match="at least 10 samples"):
+        metrics.pass_at_k(5, 2, 10)

@@ -23,17 +23,21 @@ class Suite:
 
 def _leaf_factories() -> dict:
     from olmo2.eval.tasks import (
+        agieval,
         arc,
         commonsense,
         generative,
         hellaswag,
         likelihood,
         mmlu,
+        mmlu_pro,
+        qa,
         winogrande,
     )
 
     out: dict = {}
-    for mod in (arc, commonsense, hellaswag, winogrande, mmlu, likelihood, generative):
+    for mod in (arc, commonsense, hellaswag, winogrande, mmlu, likelihood, generative, qa,
+                agieval, mmlu_pro):  # fmt: skip
         out.update(mod.TASKS)
     return out
 
@@ -41,9 +45,36 @@ def _leaf_factories() -> dict:
 CORE_9 = "arc_challenge arc_easy boolq csqa hellaswag openbookqa piqa socialiqa winogrande".split()
 
 
+OLMO_2_HELDOUT = (
+    "agi_eval_english:1shot::olmes",
+    "bbh:cot::olmes",
+    "gsm8k::olmes",
+    "mmlu_pro:mc::none",
+    "triviaqa::olmes",
+)
+"""The OLMo 2 held-out base-model suite (allenai/olmes oe_eval/configs/task_suites.py); OLMES
+lists `bbh:cot-v1::olmes`, whose answer regex our `bbh:cot::olmes` extraction follows."""
+OLMO_2_GENERATIVE = ("coqa::olmes", "squad::olmes", "jeopardy::olmes", "naturalqs::olmes",
+                     "drop::olmes")  # fmt: skip
+TULU_3_DEV = (
+    "gsm8k::tulu",
+    "drop::llama3",
+    "minerva_math::tulu",
+    "ifeval::tulu",
+    "popqa::tulu",
+    "mmlu:mc::tulu",
+    "bbh:cot-v1::tulu",
+    "truthfulqa::tulu",
+)
+"""Tülu 3's development suite (OLMES `tulu_3_dev`), run with `--chat`; the code and judged
+members are added by the modules that implement them."""
+
+
 def _suites() -> dict[str, Suite]:
-    from olmo2.eval.tasks.generative import BBH_SUBTASKS
+    from olmo2.eval.tasks.agieval import SUBTASKS as AGIEVAL
+    from olmo2.eval.tasks.generative import BBH_SUBTASKS, MATH_SUBJECTS
     from olmo2.eval.tasks.mmlu import SUBJECTS
+    from olmo2.eval.tasks.mmlu_pro import CATEGORIES
 
     s = [Suite(f"{t}::olmes", (f"{t}:mc::olmes", f"{t}:rc::olmes"), "mc_or_rc") for t in CORE_9]
     s.append(Suite("core_9mcqa::olmes", tuple(f"{t}::olmes" for t in CORE_9), "macro"))
@@ -53,6 +84,27 @@ def _suites() -> dict[str, Suite]:
         )
     s.append(Suite("mmlu::olmes", ("mmlu:mc::olmes", "mmlu:rc::olmes"), "mc_or_rc"))
     s.append(Suite("bbh:cot::olmes", tuple(f"bbh_{t}:cot::olmes" for t in BBH_SUBTASKS), "micro"))
+    for regime in (":1shot::olmes", "::olmes"):
+        s.append(
+            Suite(
+                f"agi_eval_english{regime}",
+                tuple(f"agi_eval_{t}{regime}" for t in AGIEVAL),
+                "macro",
+            )
+        )
+    s.append(
+        Suite("mmlu_pro:mc::none", tuple(f"mmlu_pro_{c}:mc::none" for c in CATEGORIES), "micro")
+    )
+    s.append(
+        Suite(
+            "minerva_math::tulu", tuple(f"minerva_math_{m}::tulu" for m in MATH_SUBJECTS), "macro"
+        )
+    )
+    s.append(Suite("mmlu:mc::tulu", ("mmlu:mc::olmes",), "macro"))  # the same 5-shot MC prompts
+    s.append(Suite("bbh:cot-v1::tulu", ("bbh:cot::olmes",), "macro"))
+    s.append(Suite("olmo_2_heldout::olmes", OLMO_2_HELDOUT, "macro"))
+    s.append(Suite("olmo_2_generative::olmes", OLMO_2_GENERATIVE, "macro"))
+    s.append(Suite("tulu_3_dev::olmes", TULU_3_DEV, "macro"))
     return {x.key: x for x in s}
 
 

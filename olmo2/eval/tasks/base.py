@@ -12,6 +12,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 
 from olmo2.eval import metrics
@@ -96,6 +97,13 @@ def effective_limit(config: TaskConfig, limit: int | str | None) -> int | None:
     return limit
 
 
+@cache
+def cached_jsonl(path: Path, hub_id: str) -> tuple[dict, ...]:
+    """`read_jsonl` read once per process: tasks that split one file by subject (MMLU,
+    MMLU-Pro) share it."""
+    return tuple(read_jsonl(path, hub_id))
+
+
 def subsample(docs: list, limit: int | None, seed: int = SUBSAMPLE_SEED) -> list:
     """OLMES subsampling: keep every doc (in order) unless there are more than `limit`."""
     if limit is None or len(docs) <= limit:
@@ -176,6 +184,19 @@ class MultipleChoiceTask(Task):
 
     def score(self, docs, requests, results) -> dict[str, float]:
         return metrics.score_multiple_choice(docs, requests, results)
+
+
+class DataShotsTask(MultipleChoiceTask):
+    """A multiple-choice task whose shots come from its own data files (MMLU's dev split,
+    MMLU-Pro's validation split, AGIEval's few-shot file): `load_docs` stores them."""
+
+    def __init__(self, key: str, formulation: str, config: TaskConfig):
+        super().__init__(key, formulation, config)
+        self.shots: list[MCDoc] = []
+
+    def fewshot_docs(self) -> list[MCDoc]:
+        assert len(self.shots) == self.config.num_shots, "load_docs() reads the shots first"
+        return self.shots
 
 
 def olmes_variants(

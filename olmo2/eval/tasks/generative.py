@@ -185,26 +185,63 @@ class MinervaMath500(GenerativeTask):
     checker = "math_score"
     max_gen_toks = 1024
 
+    def rows(self, data_dir: Path) -> list[dict]:
+        return read_jsonl(data_dir / "eval" / "math" / "math500_test.jsonl", self.hub_id)
+
+    def gold(self, row: dict) -> str:
+        return row["answer"]
+
     def load_docs(self, data_dir: Path) -> list[GenDoc]:
         from olmo2.eval.tasks.minerva_prompt import MINERVA_SHOTS
 
         shots = [
             (f"Problem:\n{p}\n\nSolution:", s) for p, s in MINERVA_SHOTS[: self.config.num_shots]
         ]
-        rows = read_jsonl(data_dir / "eval" / "math" / "math500_test.jsonl", self.hub_id)
         return [
             GenDoc(
-                answer=r["answer"],
-                native_id=r.get("unique_id", i),
+                answer=self.gold(r),
+                native_id=r.get("unique_id", r.get("idx", i)),
                 **shots_and_query(shots, f"Problem:\n{r['problem']}\n\nSolution:", sep="\n"),
             )
-            for i, r in enumerate(rows)
+            for i, r in enumerate(self.rows(data_dir))
         ]
 
     def score_one(self, doc, completion):
         from olmo2.eval.checkers import math_score
 
         return {"exact_match_flex": float(math_score(completion, doc.answer))}
+
+
+MATH_SUBJECTS = {  # OLMES task suffix -> the `type` field of Hendrycks MATH
+    "algebra": "Algebra",
+    "counting_and_probability": "Counting & Probability",
+    "geometry": "Geometry",
+    "intermediate_algebra": "Intermediate Algebra",
+    "number_theory": "Number Theory",
+    "prealgebra": "Prealgebra",
+    "precalculus": "Precalculus",
+}
+
+
+class MinervaMath(MinervaMath500):
+    """One subject of the full MATH test set (5,000 problems), as `minerva_math::tulu` runs it
+    (OLMES `minerva_math_{subject}::tulu`: 4 Minerva shots, chat with the shots as turns when
+    `--chat`, max 1024 tokens); the gold answer is the reference solution's last \\boxed{}."""
+
+    hub_id = "EleutherAI/hendrycks_math"
+
+    def __init__(self, key: str, config: TaskConfig, subject: str):
+        super().__init__(key, config)
+        self.subject = subject
+
+    def rows(self, data_dir: Path) -> list[dict]:
+        rows = read_jsonl(data_dir / "eval" / "math" / "math_test.jsonl", self.hub_id)
+        return [r for r in rows if r["type"] == MATH_SUBJECTS[self.subject]]
+
+    def gold(self, row: dict) -> str:
+        from olmo2.eval.checkers import last_boxed
+
+        return last_boxed(row["solution"]) or ""
 
 
 # ---- IFEval (Zhou et al. 2023) ------------------------------------------------------------
@@ -276,10 +313,7 @@ class NQOpen(GenerativeTask):
         ]
 
     def score_one(self, doc, completion):
-        return {
-            "f1": metrics.f1(completion.strip(), doc.answer),
-            "exact_match": metrics.exact_match(completion.strip(), doc.answer),
-        }
+        return metrics.qa_scores(completion, doc.answer)
 
 
 # ---- BIG-Bench Hard (Suzgun et al. 2022), 3-shot CoT prompts from the BBH repository -----
@@ -343,10 +377,22 @@ TASKS = {
     "minerva_math_500::olmes": _make(
         MinervaMath500, "minerva_math_500::olmes", TaskConfig("test", 4, "exact_match_flex")
     ),
+    # Tülu 3's GSM8K (OLMES `gsm8k::tulu`): the same 8 CoT shots, as chat turns with --chat
+    "gsm8k::tulu": _make(GSM8K, "gsm8k::tulu", TaskConfig("test", 8, "exact_match")),
+    **{
+        f"minerva_math_{s}::tulu": _make(
+            MinervaMath,
+            f"minerva_math_{s}::tulu",
+            TaskConfig("test", 4, "exact_match_flex"),
+            subject=s,
+        )
+        for s in MATH_SUBJECTS
+    },
     "ifeval::tulu": _make(IFEval, "ifeval::tulu", TaskConfig("train", 0, "prompt_level_loose_acc")),
-    "naturalqs_open::olmes": _make(
-        NQOpen, "naturalqs_open::olmes", TaskConfig("validation", 5, "f1", limit=1000)
-    ),
+    **{  # OLMES names it naturalqs::olmes in its suites
+        key: _make(NQOpen, key, TaskConfig("validation", 5, "f1", limit=1000))
+        for key in ("naturalqs_open::olmes", "naturalqs::olmes")
+    },
     **{
         f"bbh_{t}:cot::olmes": _make(
             BBH, f"bbh_{t}:cot::olmes", TaskConfig("test", 3, "exact_match"), subtask=t

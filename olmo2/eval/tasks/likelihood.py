@@ -5,6 +5,9 @@ LAMBADA (OpenAI version).
   scored as `" {answer}"` after `"Q: {question}\\nA:"`. MC1 = the single true answer ranks
   first; MC2 = normalised probability mass on the true answers. The `mc_task_v0.json` answer
   lists are the ones behind HF `truthful_qa` and lm-eval/OLMES.
+  `truthfulqa::tulu` is the same task as Tülu 3 runs it (OLMES `truthfulqa::tulu`: 6 shots,
+  the short "Q:/A:" prefix, MC2 primary); run it with `--chat` for an instruct model, which
+  renders the shots as earlier chat turns.
 * LAMBADA (Paperno et al. 2016; Radford et al. 2019 detokenised test set): predict the last
   word; accuracy = the word is the greedy continuation, plus perplexity over the words.
 """
@@ -36,6 +39,14 @@ TRUTHFULQA_PRIMER = (
 )
 
 
+PRIMER_TURNS = tuple(
+    (q + "\nA:", a.removeprefix("A: "))
+    for q, a in (shot.split("\n") for shot in TRUTHFULQA_PRIMER.split("\n\n"))
+)
+"""The primer as (user, assistant) turns for `--chat` (Tülu 3 runs TruthfulQA chat-formatted
+with the 6 shots as earlier turns: OLMES `truthfulqa::tulu`, fewshot_as_multiturn)."""
+
+
 @dataclass
 class TQADoc:
     question: str
@@ -63,8 +74,9 @@ class TruthfulQA(Task):
         out = []
         for i, d in enumerate(docs):
             ctx = f"{TRUTHFULQA_PRIMER}\n\nQ: {d.question}\nA:"
+            chat = {"chat_turns": PRIMER_TURNS, "chat_query": f"Q: {d.question}\nA:"}
             answers = [a for a, _ in d.mc1] + [a for a, _ in d.mc2]
-            out += [Request(ctx, f" {a}", i, j) for j, a in enumerate(answers)]
+            out += [Request(ctx, f" {a}", i, j, **chat) for j, a in enumerate(answers)]
         return out
 
     def score(self, docs, requests, results) -> dict[str, float]:
@@ -103,6 +115,9 @@ class Lambada(Task):
 TASKS = {
     "truthfulqa:mc::olmes": lambda **o: TruthfulQA(
         "truthfulqa:mc::olmes", TaskConfig(**{**TaskConfig("validation", 6, "mc2").__dict__, **o})
+    ),
+    "truthfulqa::tulu": lambda **o: TruthfulQA(
+        "truthfulqa::tulu", TaskConfig(**{**TaskConfig("validation", 6, "mc2").__dict__, **o})
     ),
     "lambada::olmes": lambda **o: Lambada(
         "lambada::olmes", TaskConfig(**{**TaskConfig("test", 0, "acc").__dict__, **o})

@@ -8,11 +8,10 @@ questions (with answers) about {subject}.\\n\\n". RC is scored by `acc_per_char`
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 from olmo2.eval.formats import MCDoc
-from olmo2.eval.tasks.base import MultipleChoiceTask, TaskConfig, read_jsonl
+from olmo2.eval.tasks.base import DataShotsTask, TaskConfig, cached_jsonl
 
 HUB_ID = "cais/mmlu:all"
 SUBJECTS = (
@@ -32,37 +31,29 @@ SUBJECTS = (
 ).split()
 
 
-@cache
-def _rows(path: Path) -> tuple[dict, ...]:
-    return tuple(read_jsonl(path, HUB_ID))
-
-
 def to_doc(r: dict, i: int) -> MCDoc:
     return MCDoc(f"Question: {r['question'].strip()}", list(r["choices"]), int(r["answer"]), i)
 
 
-class MMLUSubject(MultipleChoiceTask):
+class MMLUSubject(DataShotsTask):
     family, hub_id, uncond = "mmlu", HUB_ID, False
 
     def __init__(self, key, formulation, config, subject: str):
         super().__init__(key, formulation, config)
         self.subject = subject
-        self._shots: list[MCDoc] = []
 
     def load_docs(self, data_dir: Path) -> list[MCDoc]:
         eval_dir = data_dir / "eval" / "mmlu"
-        dev = [r for r in _rows(eval_dir / "dev.jsonl") if r["subject"] == self.subject]
-        self._shots = [to_doc(r, i) for i, r in enumerate(dev[: self.config.num_shots])]
+        dev = [
+            r for r in cached_jsonl(eval_dir / "dev.jsonl", HUB_ID) if r["subject"] == self.subject
+        ]
+        self.shots = [to_doc(r, i) for i, r in enumerate(dev[: self.config.num_shots])]
         rows = [
             r
-            for r in _rows(eval_dir / f"{self.config.split}.jsonl")
+            for r in cached_jsonl(eval_dir / f"{self.config.split}.jsonl", HUB_ID)
             if r["subject"] == self.subject
         ]
         return [to_doc(r, i) for i, r in enumerate(rows)]
-
-    def fewshot_docs(self) -> list[MCDoc]:
-        assert len(self._shots) == self.config.num_shots, "load_docs() reads the dev shots first"
-        return self._shots
 
     def description(self, doc: MCDoc) -> str:
         name = self.subject.replace("_", " ")
