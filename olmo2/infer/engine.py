@@ -5,8 +5,8 @@ arrive at any time and finish at different lengths. The engine keeps `max_batch`
 (one row of keys/values each, `max_len` positions long). A scheduler thread loops:
 
 1. admit queued requests into free slots: prefill each prompt alone through the model's
-   forward with a one-row `KVCache`, copy its keys/values into the slot, sample the first
-   token;
+   forward with a one-row `KVCache` (in chunks of `PREFILL_CHUNK` tokens), copy its
+   keys/values into the slot, sample the first token;
 2. run one decode step over every active slot together (`olmo2.infer.cache.SlotCache` gives
    each row its own position, so rows of different lengths share the step with no padding);
 3. sample each row with its own settings, hand tokens to the request, free finished slots.
@@ -14,6 +14,13 @@ arrive at any time and finish at different lengths. The engine keeps `max_batch`
 This is the scheme of Orca (Yu et al., OSDI 2022, "iteration-level scheduling") without paged
 memory. `forward_passes` counts model calls so tests can show that concurrent requests share
 steps. Requests are cancelled (slot freed at the next step) when a client goes away.
+
+Log-probs (the OpenAI API's `logprobs` / `echo`) come from `olmo2.model.loss.token_logps`, the
+one definition every scorer uses: of the raw model distribution, before temperature or top-p
+(as vLLM returns them by default), for generated tokens from the step's logits and for the
+prompt from the prefill forward's. A failure is contained: a prefill that raises fails its own
+request, a decode step that raises is retried row by row so only the row that fails again is
+failed, and a callback that raises cancels its own request.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import itertools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,10 +37,16 @@ import torch
 
 from olmo2.infer.cache import KVCache, SlotCache
 from olmo2.infer.decode import decode_step, decode_weights
-from olmo2.infer.generate import SamplingConfig, sample
+from olmo2.infer.generate import SamplingConfig, fit_prompt, sample
+from olmo2.infer.metrics import Gauge, ServingMetrics
+from olmo2.model.loss import token_logps
 from olmo2.model.transformer import Olmo2
 
 log = logging.getLogger(__name__)
+
+PREFILL_CHUNK = 512
+"""Prompt tokens per prefill forward: bounds an echo request's [T, V] logits (~200 MB at a
+100k vocabulary) whatever the prompt length."""
 
 
 class QueueFullError(RuntimeError):
@@ -50,19 +64,58 @@ class EngineConfig:
 
 
 @dataclass
+class Logprobs:
+    """One position: its token's log-prob and the `top` most likely tokens, best first."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+def position_logprobs(logits_NV: torch.Tensor, tokens_N: torch.Tensor, k: int) -> list[Logprobs]:
+    """Log-probs of `tokens` under each row of logits, and each row's top-k alternatives. The
+    token's comes from `token_logps`; an alternative's is its logit less the same logsumexp
+    (`logit[token] - logp[token]`), so both agree with every other scorer."""
+    lp_N = token_logps(logits_NV, tokens_N)
+    lse_N = logits_NV.gather(1, tokens_N[:, None]).squeeze(1).float() - lp_N
+    lps, toks = lp_N.tolist(), tokens_N.tolist()
+    if k == 0:
+        return [Logprobs(t, lp, []) for t, lp in zip(toks, lps)]
+    top_v, top_i = logits_NV.topk(k, dim=-1)
+    top_lp = (top_v.float() - lse_N[:, None]).tolist()
+    return [
+        Logprobs(t, lp, list(zip(ids, vals)))
+        for t, lp, ids, vals in zip(toks, lps, top_i.tolist(), top_lp)
+    ]
+
+
+OnToken = Callable[[int | None, str | None, Logprobs | None], None]
+
+
+@dataclass
 class Request:
-    """One generation. `on_token(token, finish_reason)` is called from the engine thread for
-    each new token (finish_reason None) and once more at the end with token None and the
-    reason: "stop" (a stop token, not passed to on_token), "length", "cancelled" or "error"."""
+    """One generation. `on_token(token, finish_reason, logprobs)` is called from the engine
+    thread for each new token (finish_reason None; logprobs when asked for, else None) and
+    once more at the end with token None and the reason: "stop" (a stop token, not passed to
+    on_token), "length", "cancelled" or "error". With `echo`, `prompt_logprobs` (None for the
+    first token, which nothing predicts) is filled before the first call."""
 
     prompt: list[int]
     sampling: SamplingConfig
-    on_token: Callable[[int | None, str | None], None]
+    on_token: OnToken
     stop_token_ids: frozenset[int] = frozenset()
+    max_new_tokens: int = 0
+    """Tokens to generate; 0 scores the prompt only (with echo)."""
+    logprobs: int | None = None
+    """Alternatives per generated token to report (0 = the token's own log-prob only)."""
+    echo: bool = False
     id: int = 0
     cancelled: bool = False
     generated: int = 0
+    prompt_logprobs: list[Logprobs | None] | None = None
     generator: torch.Generator | None = field(default=None, repr=False)
+    submitted: float = 0.0
+    last_token_at: float = 0.0
 
 
 class Engine:
@@ -83,6 +136,11 @@ class Engine:
         self.forward_passes = 0
         self.tokens_generated = 0
         self.requests_done = 0
+        self.metrics = ServingMetrics()
+        self.metrics.gauges += [
+            Gauge("olmo2_requests_running", "Requests in a decoding slot.", lambda: self.active),
+            Gauge("olmo2_requests_waiting", "Requests queued for a slot.", self.waiting.qsize),
+        ]
         self._ids = itertools.count(1)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,22 +162,39 @@ class Engine:
             if r is not None:
                 self._finish(i, "cancelled")
         while not self.waiting.empty():
-            self.waiting.get_nowait().on_token(None, "cancelled")
+            self._call(self.waiting.get_nowait(), None, "cancelled")
+
+    def check(self, prompt: Sequence[int], max_new_tokens: int) -> None:
+        """ValueError naming the problem when a prompt cannot run: empty, a token id outside
+        the model's vocabulary, or prompt + max_new_tokens over the context
+        (`olmo2.infer.generate.fit_prompt`, the one prompt-length rule)."""
+        if not prompt:
+            raise ValueError("the prompt needs at least one token")
+        vocab = self.model.config.vocab_size
+        for pos, t in enumerate(prompt):
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
+                raise ValueError(
+                    f"token id {t!r} at position {pos} is outside the vocabulary [0, {vocab})"
+                )
+        fit_prompt(prompt, max_new_tokens, self.max_len)
 
     def submit(
         self,
         prompt: Sequence[int],
         sampling: SamplingConfig,
-        on_token: Callable[[int | None, str | None], None],
+        on_token: OnToken,
         stop_token_ids: Sequence[int] = (),
+        *,
+        max_new_tokens: int | None = None,
+        logprobs: int | None = None,
+        echo: bool = False,
     ) -> Request:
-        if not prompt:
-            raise ValueError("the prompt needs at least one token")
-        if len(prompt) + sampling.max_new_tokens > self.max_len:
-            raise ValueError(
-                f"prompt ({len(prompt)} tokens) + max_new_tokens ({sampling.max_new_tokens}) "
-                f"exceeds the context length {self.max_len}"
-            )
+        """Queue a request. `max_new_tokens` (default `sampling.max_new_tokens`) may be 0 with
+        `echo`: the prompt is scored and nothing generated."""
+        max_new = sampling.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if max_new < 0 or (max_new == 0 and not echo):
+            raise ValueError(f"max_new_tokens must be >= 1 (0 only with echo), got {max_new}")
+        self.check(prompt, max_new)
         if self.waiting.qsize() >= self.config.max_queue:
             raise QueueFullError(f"{self.waiting.qsize()} requests already waiting")
         if self._stop.is_set():
@@ -127,8 +202,10 @@ class Engine:
         gen = None
         if sampling.seed is not None:
             gen = torch.Generator(device=self.cache.k.device).manual_seed(sampling.seed)
-        req = Request(list(prompt), sampling, on_token, frozenset(stop_token_ids))
-        req.id, req.generator = next(self._ids), gen
+        req = Request(
+            list(prompt), sampling, on_token, frozenset(stop_token_ids), max_new, logprobs, echo
+        )
+        req.id, req.generator, req.submitted = next(self._ids), gen, time.perf_counter()
         self.waiting.put(req)
         return req
 
@@ -141,7 +218,7 @@ class Engine:
         done = threading.Event()
         reason: list[str] = []
 
-        def on_token(t, r):
+        def on_token(t, r, _lp):
             if t is not None:
                 out.append(t)
             if r is not None:
@@ -179,22 +256,42 @@ class Engine:
                 return
             block = False
             if req.cancelled:
-                req.on_token(None, "cancelled")
+                self._call(req, None, "cancelled")
                 continue
             self.slots[i] = req
-            self._prefill(i, req)
+            try:
+                self._prefill(i, req)
+            except Exception:  # this request only
+                log.exception("prefill of request %d failed", req.id)
+                if self.slots[i] is req:
+                    self._finish(i, "error")
 
     @torch.no_grad()
     def _prefill(self, slot: int, req: Request) -> None:
         n = len(req.prompt)
         dev = self.cache.k.device
-        no_pad = torch.zeros(1, dtype=torch.long)
-        pre = KVCache(self.model.config, 1, n, no_pad, self.cache.k.dtype, dev)
-        ids = torch.tensor([req.prompt], dtype=torch.long, device=dev)
-        logits = self.model(ids, cache=pre, logits_to_keep=1)[:, -1]
-        self.forward_passes += 1
+        pre = KVCache(
+            self.model.config, 1, n, torch.zeros(1, dtype=torch.long), self.cache.k.dtype, dev
+        )
+        ids = torch.tensor(req.prompt, dtype=torch.long, device=dev)
+        k = req.logprobs or 0
+        scored: list[Logprobs | None] = [None]
+        for s in range(0, n, PREFILL_CHUNK):
+            e = min(s + PREFILL_CHUNK, n)
+            keep = 0 if req.echo else 1
+            logits = self.model(ids[None, s:e], cache=pre, logits_to_keep=keep)[0]
+            self.forward_passes += 1
+            if req.echo:  # position t predicts prompt token t + 1
+                targets = ids[s + 1 : e + 1]
+                scored += position_logprobs(logits[: len(targets)], targets, k)
+        self.metrics.prompt_tokens.inc(n)
+        if req.echo:
+            req.prompt_logprobs = scored
+        if req.max_new_tokens == 0:
+            self._finish(slot, "length")
+            return
         self.cache.load(slot, pre, n)
-        self._emit(slot, int(sample(logits, req.sampling, req.generator)[0]))
+        self._emit_rows([slot], logits[-1:])
 
     @torch.no_grad()
     def _decode_step(self) -> None:
@@ -204,28 +301,58 @@ class Engine:
         rows = [i for i, r in enumerate(self.slots) if r is not None]
         if not rows:
             return
+        try:
+            self._step(rows)
+        except Exception:  # find the row that fails: retry each alone (rewriting a cache
+            log.exception("decode step failed; retrying its %d rows one by one", len(rows))
+            for i in rows:  # position that a failed step wrote is harmless)
+                try:
+                    self._step([i])
+                except Exception:
+                    log.exception("request %d failed", self.slots[i].id)
+                    self._finish(i, "error")
+
+    def _step(self, rows: list[int]) -> None:
         self.cache.rows = torch.tensor(rows, device=self.cache.k.device)
         ids = self.next_token[rows].to(self.cache.k.device)
         logits = decode_step(self.model, self.weights, ids, self.cache)
         self.forward_passes += 1
-        greedy = logits.argmax(-1).tolist()
-        for j, i in enumerate(rows):
-            req = self.slots[i]
-            if req.sampling.temperature == 0:
-                tok = greedy[j]
-            else:
-                tok = int(sample(logits[j : j + 1], req.sampling, req.generator)[0])
-            self._emit(i, tok)
+        self._emit_rows(rows, logits)
 
-    def _emit(self, slot: int, tok: int) -> None:
+    def _emit_rows(self, rows: list[int], logits_BV: torch.Tensor) -> None:
+        """Sample each row with its own settings (greedy rows with one argmax), work out the
+        log-probs of the rows that asked in one call, hand the tokens over."""
+        reqs = [self.slots[i] for i in rows]
+        toks = logits_BV.argmax(-1)
+        for j, r in enumerate(reqs):
+            if r.sampling.temperature > 0:
+                toks[j] = sample(logits_BV[j : j + 1], r.sampling, r.generator)[0]
+        lps: list[Logprobs | None] = [None] * len(rows)
+        asked = [j for j, r in enumerate(reqs) if r.logprobs is not None]
+        if asked:
+            k = max(reqs[j].logprobs for j in asked)
+            sel = torch.tensor(asked, device=toks.device)
+            for j, lp in zip(asked, position_logprobs(logits_BV[sel], toks[sel], k)):
+                lps[j] = Logprobs(lp.token, lp.logprob, lp.top[: reqs[j].logprobs])
+        for i, tok, lp in zip(rows, toks.tolist(), lps):
+            self._emit(i, tok, lp)
+
+    def _emit(self, slot: int, tok: int, lp: Logprobs | None) -> None:
         req = self.slots[slot]
         if tok in req.stop_token_ids:
             self._finish(slot, "stop")
             return
-        req.generated += 1
+        now = time.perf_counter()
+        m = self.metrics
+        if req.generated == 0:
+            m.ttft.observe(now - req.submitted)
+        else:
+            m.tpot.observe(now - req.last_token_at)
+        req.generated, req.last_token_at = req.generated + 1, now
         self.tokens_generated += 1
-        req.on_token(tok, None)
-        if req.generated >= req.sampling.max_new_tokens:
+        m.generation_tokens.inc()
+        self._call(req, tok, None, lp)
+        if req.generated >= req.max_new_tokens:
             self._finish(slot, "length")
         elif int(self.cache.pos[slot]) >= self.max_len:  # no room for the next token
             self._finish(slot, "length")
@@ -236,4 +363,14 @@ class Engine:
         req = self.slots[slot]
         self.slots[slot] = None
         self.requests_done += 1
-        req.on_token(None, reason)
+        self.metrics.requests.inc(value=reason)
+        self.metrics.e2e.observe(time.perf_counter() - req.submitted)
+        self._call(req, None, reason)
+
+    def _call(self, req: Request, tok: int | None, reason: str | None, lp=None) -> None:
+        """Hand an event to the request's callback; one that raises cancels its own request."""
+        try:
+            req.on_token(tok, reason, lp)
+        except Exception:
+            log.exception("callback of request %d failed; cancelling it", req.id)
+            req.cancelled = True

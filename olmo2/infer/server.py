@@ -2,115 +2,363 @@
 
 Endpoints follow the OpenAI API reference (platform.openai.com/docs/api-reference):
 `POST /v1/completions`, `POST /v1/chat/completions` (both with `stream: true` as server-sent
-events, `data: {chunk}` lines ending with `data: [DONE]`), `GET /v1/models`, `GET /health`,
-plus `GET /stats` (engine counters). Errors are JSON `{"error": {"message", "type", "param",
-"code"}}` with a 4xx status: 400 bad request, 404 unknown model, 413 body too large, 429 queue
-full. Chat prompts use the OLMo 2 template (`olmo2.tokenizer.render_chat`).
+events, `data: {chunk}` lines ending with `data: [DONE]`), `GET /v1/models`; the request
+fields and response objects are in `olmo2.infer.protocol`. Beside them: `GET /health`,
+`GET /stats` (engine counters), `GET /metrics` (Prometheus, `olmo2.infer.metrics`) and `GET /`,
+a chat page (`olmo2/infer/static/chat.html`) that talks to the same API.
+
+With an API key (`--api-key` or `OLMO2_API_KEY`) every route but `/health` and the page
+itself needs `Authorization: Bearer KEY` (compared in constant time, `hmac.compare_digest`),
+else 401. The page is static text that a browser fetches without headers; it asks for the key
+and sends it on its API calls (llama.cpp's server does the same with its web UI).
+
+Errors are JSON `{"error": {"message", "type", "param", "code"}}` with a 4xx status: 400 bad
+request, 401 no or wrong key, 404 unknown model or route, 413 body too large, 429 queue full;
+a 500 only for a fault of the server itself. Chat prompts use the OLMo 2 template
+(`olmo2.tokenizer.render_chat`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
 import logging
+import os
 import signal
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from olmo2.infer.engine import Engine, EngineConfig, QueueFullError
-from olmo2.infer.generate import Drain, SamplingConfig
+from olmo2.infer.engine import Request as EngineRequest
+from olmo2.infer.generate import Drain, fit_prompt
 from olmo2.infer.load import load_for_inference
+from olmo2.infer.metrics import CONTENT_TYPE
+from olmo2.infer.protocol import (
+    APIError,
+    Entry,
+    Params,
+    ServerLimits,
+    TokenText,
+    chat_logprobs,
+    completion_logprobs,
+    message_content,
+    parse_params,
+    parse_prompts,
+    usage,
+)
 
 log = logging.getLogger(__name__)
 
+API_KEY_ENV = "OLMO2_API_KEY"
+PUBLIC_PATHS = frozenset({"/health", "/"})
+CHAT_PAGE = Path(__file__).parent / "static" / "chat.html"
+
+__all__ = ["APIError", "ServerLimits", "create_app"]
+
+
+# ---- access ------------------------------------------------------------------------------------
+class BearerAuth:
+    """ASGI middleware: `Authorization: Bearer KEY` on every path but PUBLIC_PATHS. Pure ASGI
+    (not Starlette's BaseHTTPMiddleware) so streaming responses pass through untouched."""
+
+    def __init__(self, app, api_key: str):
+        self.app, self.key = app, api_key.encode()
+
+    def _authorised(self, scope) -> bool:
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, given = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.key)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            if not self._authorised(scope):
+                err = APIError(
+                    401,
+                    "missing or incorrect API key: send 'Authorization: Bearer KEY'",
+                    "authentication_error",
+                    code="invalid_api_key",
+                )
+                headers = {"WWW-Authenticate": "Bearer"}
+                await JSONResponse(err.body(), 401, headers=headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: assume it may be reachable from outside
+        return False
+
+
+# ---- one request's choices ---------------------------------------------------------------------
+@dataclass
+class Choice:
+    """One choice of a request: its engine request, its drain, what is not yet sent."""
+
+    index: int
+    prompt: int
+    """Index of its prompt in the request."""
+    drain: Drain
+    req: EngineRequest | None = None
+    entries: list[Entry] = field(default_factory=list)
+    """Log-prob entries not yet sent."""
+    offset: int = 0
+    """Text offset of the next entry (Completions' `text_offset`)."""
+    started: bool = False
+    finish: str | None = None
+
 
 @dataclass
-class ServerLimits:
-    max_prompt_tokens: int = 2048
-    max_tokens: int = 1024
-    """Largest `max_tokens` a request may ask for."""
-    max_body_bytes: int = 1 << 20
-    default_max_tokens: int = 256
+class Job:
+    """A request's prompts and their choices, fed by the engine through `events`."""
+
+    params: Params
+    prompts: list[list[int]]
+    prompt_texts: list[str | None]
+    choices: list[Choice]
+    events: asyncio.Queue
+    chat: bool
+    meta: dict
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(p) for p in self.prompts)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(len(c.drain.tokens) for c in self.choices)
 
 
-class APIError(Exception):
-    def __init__(
-        self, status: int, message: str, type_: str = "invalid_request_error", param=None, code=None
-    ):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = (
-            status,
-            message,
-            type_,
-            param,
-            code,
-        )
+class Generator:
+    """Runs requests on the engine and turns its events into text pieces."""
 
-    def body(self) -> dict:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
+    def __init__(self, engine: Engine, tokenizer, limits: ServerLimits, model_name: str):
+        self.engine, self.tok, self.limits, self.model_name = engine, tokenizer, limits, model_name
+        self.tt = TokenText(tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return self.tok.encode(text)
+        except (UnicodeError, TypeError, ValueError) as e:  # e.g. a lone surrogate
+            raise APIError(400, f"the prompt is not valid text: {e}", param="prompt") from None
+
+    def budget(self, ids: list[int], params: Params) -> int:
+        """max_tokens for this prompt, after the checks at the door: length limits (the one
+        rule, `fit_prompt`) and token ids inside the vocabulary (`Engine.check`)."""
+        if not ids:
+            raise APIError(400, "the prompt is empty", param="prompt")
+        if len(ids) > self.limits.max_prompt_tokens:
+            raise APIError(
+                400,
+                f"the prompt has {len(ids)} tokens; the limit is {self.limits.max_prompt_tokens}",
+                param="prompt",
+                code="context_length_exceeded",
+            )
+        n = params.max_tokens
+        if n is None:  # a default that fits: what the context has room for, at most the default
+            n = max(1, min(self.limits.default_max_tokens, self.engine.max_len - len(ids)))
+        try:
+            fit_prompt(ids, n, self.engine.max_len)
+        except ValueError as e:
+            raise APIError(
+                400, str(e), param="max_tokens", code="context_length_exceeded"
+            ) from None
+        try:
+            self.engine.check(ids, n)
+        except ValueError as e:
+            raise APIError(400, str(e), param="prompt") from None
+        return n
+
+    def start(self, params: Params, prompts, prompt_texts, chat: bool) -> Job:
+        if len(prompts) * params.n > self.limits.max_choices:
+            raise APIError(
+                400,
+                f"{len(prompts)} prompts x n={params.n} is over {self.limits.max_choices} choices",
+                param="n",
+            )
+        budgets = [self.budget(ids, params) for ids in prompts]
+        meta = {
+            "id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
+            "created": int(time.time()),
+            "model": self.model_name,
         }
+        job = Job(params, prompts, prompt_texts, [], asyncio.Queue(), chat, meta)
+        loop = asyncio.get_running_loop()
+        try:
+            for p, (ids, n) in enumerate(zip(prompts, budgets)):
+                for j in range(params.n):
+                    c = Choice(len(job.choices), p, Drain(self.tok, params.stop))
+                    job.choices.append(c)
 
+                    def on_token(t, r, lp, i=c.index):  # engine thread -> event loop
+                        loop.call_soon_threadsafe(job.events.put_nowait, (i, t, r, lp))
 
-# ---- request parsing ---------------------------------------------------------------------------
-def _number(body: dict, key: str, default, lo: float, hi: float, kind=float):
-    v = body.get(key, default)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
-        raise APIError(400, f"'{key}' must be a {kind.__name__}, got {v!r}", param=key)
-    if not lo <= v <= hi:
-        raise APIError(400, f"'{key}' must be in [{lo}, {hi}], got {v}", param=key)
-    return kind(v)
+                    c.req = self.engine.submit(
+                        ids, params.choice_sampling(j, n), on_token, [self.tok.eos_token_id],
+                        max_new_tokens=n, logprobs=params.logprobs, echo=params.echo,
+                    )  # fmt: skip
+        except QueueFullError as e:
+            self.cancel(job)
+            raise APIError(429, f"server busy: {e}", "rate_limit_error") from None
+        return job
 
+    def cancel(self, job: Job) -> None:
+        for c in job.choices:
+            if c.req is not None:
+                self.engine.cancel(c.req)
 
-def parse_sampling(body: dict, limits: ServerLimits) -> tuple[SamplingConfig, list[str]]:
-    """OpenAI request fields -> SamplingConfig and stop strings. OpenAI's default temperature is
-    1.0; temperature 0 means greedy here as there."""
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    max_tokens = _number(
-        {"max_tokens": max_tokens},
-        "max_tokens",
-        limits.default_max_tokens,
-        1,
-        limits.max_tokens,
-        int,
-    )
-    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
-    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise APIError(400, f"'seed' must be an integer, got {seed!r}", param="seed")
-    if _number(body, "n", 1, 1, 1, int) != 1:
-        raise APIError(400, "only n=1 is supported", param="n")
-    stop = body.get("stop") or []
-    stop = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
-        raise APIError(400, "'stop' must be a string or a list of up to 4 strings", param="stop")
-    cfg = SamplingConfig(
-        max_tokens, temperature, None, top_p if top_p and top_p < 1 else None, seed
-    )
-    return cfg, [s for s in stop if s]
+    async def pieces(self, job: Job):
+        """Yield (choice, text delta) as events arrive, until every choice has finished;
+        `choice.entries` then holds the log-prob entries that came with the delta."""
+        running = len(job.choices)
+        while running:
+            i, tok, reason, lp = await job.events.get()
+            c = job.choices[i]
+            if c.finish is not None:  # e.g. the "cancelled" after a stop string
+                continue
+            text = "" if c.started else self._echo(job, c)
+            c.started = True
+            text += self._push(c, tok, reason, lp)
+            yield c, text
+            running -= c.finish is not None
+
+    def _echo(self, job: Job, c: Choice) -> str:
+        """The prompt's text and entries when the request asked for `echo`."""
+        if not job.params.echo:
+            return ""
+        ids = job.prompts[c.prompt]
+        if job.params.logprobs is not None and c.req.prompt_logprobs is not None:
+            c.entries += [(ids[0], None), *((lp.token, lp) for lp in c.req.prompt_logprobs[1:])]
+        text = job.prompt_texts[c.prompt]
+        return self.tok.decode(ids) if text is None else text
+
+    def _push(self, c: Choice, tok, reason, lp) -> str:
+        if tok is not None:
+            if lp is not None:
+                c.entries.append((tok, lp))
+            if c.drain.push(tok):  # a stop string: the slot frees at the next step
+                self.engine.cancel(c.req)
+                c.finish = "stop"
+            return c.drain.release()
+        if reason == "error":
+            raise APIError(500, "generation failed inside the engine", "server_error")
+        if reason == "stop" and lp is not None:  # the stop token: in the log-probs, not the text
+            c.entries.append((lp.token, lp))
+        c.drain.end()
+        c.finish = "stop" if reason == "stop" else "length"
+        return c.drain.release()
+
+    def logprobs(self, job: Job, c: Choice):
+        """The log-probs object for the entries gathered since the last call (None if off)."""
+        if job.params.logprobs is None:
+            return None
+        entries, c.entries = c.entries, []
+        if job.chat:
+            return chat_logprobs(entries, self.tt)
+        out = completion_logprobs(entries, self.tt, c.offset)
+        c.offset += sum(len(t) for t in out["tokens"])
+        return out
+
+    # ---- answers ---------------------------------------------------------------------------
+    async def collect(self, request: Request, job: Job) -> dict:
+        texts = {c.index: [] for c in job.choices}
+        watcher = asyncio.create_task(self._watch_disconnect(request, job))
+        try:
+            async for c, text in self.pieces(job):  # entries gather in c.entries
+                texts[c.index].append(text)
+        finally:
+            watcher.cancel()
+            self.cancel(job)  # no-op for finished requests
+        choices = []
+        for c in job.choices:
+            text = "".join(texts[c.index])
+            body = (
+                {"message": {"role": "assistant", "content": text}} if job.chat else {"text": text}
+            )
+            choices.append(
+                {
+                    "index": c.index,
+                    **body,
+                    "logprobs": self.logprobs(job, c),
+                    "finish_reason": c.finish,
+                }
+            )
+        obj = "chat.completion" if job.chat else "text_completion"
+        u = usage(job.prompt_tokens, job.completion_tokens)
+        return {**job.meta, "object": obj, "choices": choices, "usage": u}
+
+    async def _watch_disconnect(self, request: Request, job: Job) -> None:
+        """A client that hangs up on a non-streaming request frees its slots."""
+        while True:
+            if await request.is_disconnected():
+                log.info("client went away; cancelling %s", job.meta["id"])
+                self.cancel(job)
+                return
+            await asyncio.sleep(0.25)
+
+    async def sse(self, job: Job):
+        """Server-sent events; a client that disconnects closes this generator, which cancels."""
+        obj = "chat.completion.chunk" if job.chat else "text_completion"
+        extra = {"usage": None} if job.params.include_usage else {}
+
+        def event(choices: list[dict], **more) -> str:
+            return f"data: {json.dumps({**job.meta, 'object': obj, 'choices': choices, **extra, **more})}\n\n"
+
+        def chunk(c: Choice, text: str, first: bool = False) -> str:
+            lps = None if first else self.logprobs(job, c)
+            if job.chat:
+                delta = {"role": "assistant", "content": ""} if first else {"content": text}
+                if c.finish is not None and not text:
+                    delta = {}
+                choice = {"index": c.index, "delta": delta}
+            else:
+                choice = {"index": c.index, "text": text}
+            finish = None if first else c.finish
+            return event([{**choice, "logprobs": lps, "finish_reason": finish}])
+
+        try:
+            if job.chat:
+                for c in job.choices:
+                    yield chunk(c, "", first=True)
+            async for c, text in self.pieces(job):
+                if text or c.entries or c.finish is not None:
+                    yield chunk(c, text)
+            if job.params.include_usage:
+                yield event([], usage=usage(job.prompt_tokens, job.completion_tokens))
+            yield "data: [DONE]\n\n"
+        except APIError as e:
+            yield f"data: {json.dumps(e.body())}\n\n"
+        finally:
+            self.cancel(job)
 
 
 # ---- the app -----------------------------------------------------------------------------------
-def create_app(engine: Engine, tokenizer, model_name: str, limits: ServerLimits | None = None):
+def create_app(
+    engine: Engine,
+    tokenizer,
+    model_name: str,
+    limits: ServerLimits | None = None,
+    api_key: str | None = None,
+):
     limits = limits or ServerLimits()
-    app = FastAPI(title="olmo2", version="1")
+    app = FastAPI(title="olmo2", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
+    gen = Generator(engine, tokenizer, limits, model_name)
     created = int(time.time())
+    if api_key:
+        app.add_middleware(BearerAuth, api_key=api_key)
 
     @app.exception_handler(APIError)
     async def _api_error(_req, e: APIError):
@@ -129,6 +377,12 @@ def create_app(engine: Engine, tokenizer, model_name: str, limits: ServerLimits 
             APIError(500, f"internal error: {e}", "server_error").body(), status_code=500
         )
 
+    page = CHAT_PAGE.read_text() if CHAT_PAGE.exists() else "<p>chat page not installed</p>"
+
+    @app.get("/")
+    async def chat_page():
+        return HTMLResponse(page)
+
     @app.get("/health")
     async def health():
         return {"status": "ok"}
@@ -143,9 +397,14 @@ def create_app(engine: Engine, tokenizer, model_name: str, limits: ServerLimits 
             "waiting": engine.waiting.qsize(),
         }
 
+    @app.get("/metrics")
+    async def metrics():
+        return Response(engine.metrics.render(), media_type=CONTENT_TYPE)
+
     @app.get("/v1/models")
     async def models():
         card = {"id": model_name, "object": "model", "created": created, "owned_by": "olmo2"}
+        card["max_model_len"] = engine.max_len  # vLLM's field: lm-eval's max_length
         return {"object": "list", "data": [card]}
 
     async def read_body(request: Request) -> dict:
@@ -159,7 +418,7 @@ def create_app(engine: Engine, tokenizer, model_name: str, limits: ServerLimits 
                 raise APIError(413, f"request body over {limits.max_body_bytes} bytes")
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise APIError(400, f"request body is not valid JSON: {e}") from None
         if not isinstance(body, dict):
             raise APIError(400, "request body must be a JSON object")
@@ -173,179 +432,42 @@ def create_app(engine: Engine, tokenizer, model_name: str, limits: ServerLimits 
             )
         return body
 
-    def encode_prompt(ids: list[int]) -> list[int]:
-        if not ids:
-            raise APIError(400, "the prompt is empty", param="prompt")
-        if len(ids) > limits.max_prompt_tokens:
-            raise APIError(
-                400,
-                f"the prompt has {len(ids)} tokens; the limit is {limits.max_prompt_tokens}",
-                param="prompt",
-                code="context_length_exceeded",
-            )
-        return ids
-
-    async def run(request: Request, ids: list[int], body: dict, chat: bool):
-        cfg, stop = parse_sampling(body, limits)
-        if len(ids) + cfg.max_new_tokens > engine.max_len:
-            raise APIError(
-                400,
-                f"prompt ({len(ids)} tokens) + max_tokens ({cfg.max_new_tokens}) exceeds the context length {engine.max_len}",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-
-        def on_token(tok, reason):  # engine thread -> event loop
-            loop.call_soon_threadsafe(events.put_nowait, (tok, reason))
-
-        try:
-            req = engine.submit(ids, cfg, on_token, [tokenizer.eos_token_id])
-        except QueueFullError as e:
-            raise APIError(429, f"server busy: {e}", "rate_limit_error") from None
-        except ValueError as e:
-            raise APIError(400, str(e)) from None
-        meta = dict(
-            id=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
-            created=int(time.time()),
-            model=model_name,
-        )
-        pieces = _pieces(events, Drain(tokenizer, stop), engine, req)
-        if body.get("stream"):
-            return StreamingResponse(
-                _sse(pieces, meta, chat, engine, req), media_type="text/event-stream"
-            )
-        return JSONResponse(await _collect(request, pieces, meta, chat, len(ids), engine, req))
+    async def answer(request: Request, job: Job):
+        if job.params.stream:
+            return StreamingResponse(gen.sse(job), media_type="text/event-stream")
+        return JSONResponse(await gen.collect(request, job))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await read_body(request)
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1:
-            prompt = prompt[0]
-        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-            ids = prompt  # a pre-tokenised prompt
-        elif isinstance(prompt, str):
-            ids = tokenizer.encode(prompt)
-        else:
-            raise APIError(
-                400, "'prompt' must be a string (or one list of token ids)", param="prompt"
-            )
-        return await run(request, encode_prompt(ids), body, chat=False)
+        params = parse_params(body, chat=False, limits=limits)
+        prompts = parse_prompts(body.get("prompt"))
+        ids = [gen.encode(p) if isinstance(p, str) else p for p in prompts]
+        texts = [p if isinstance(p, str) else None for p in prompts]
+        return await answer(request, gen.start(params, ids, texts, chat=False))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await read_body(request)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise APIError(400, "'messages' must be a non-empty list", param="messages")
-        try:
-            flat = [
-                {"role": m.get("role"), "content": _content(m.get("content"))} for m in messages
-            ]
-            text = tokenizer.apply_chat_template(flat, add_generation_prompt=True)
-        except (ValueError, AttributeError) as e:
-            raise APIError(400, f"invalid messages: {e}", param="messages") from None
-        return await run(request, encode_prompt(tokenizer.encode(text)), body, chat=True)
+        params = parse_params(body, chat=True, limits=limits)
+        text = _render_chat(tokenizer, body.get("messages"))
+        return await answer(request, gen.start(params, [gen.encode(text)], [None], chat=True))
 
     return app
 
 
-def _content(c):
-    """A message's content: a string, or OpenAI's list of {"type": "text", "text": ...} parts."""
-    if isinstance(c, list):
-        return "".join(
-            p.get("text", "") for p in c if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return c
-
-
-async def _pieces(events: asyncio.Queue, drain: Drain, engine: Engine, req):
-    """Yield (text delta, finish_reason or None, completion_tokens) until the request ends.
-    The engine passes every token but the stop token; stop strings end it here."""
-    reason = None
-    while reason is None:
-        tok, reason = await events.get()
-        if tok is not None:
-            if drain.push(tok):  # a stop string
-                engine.cancel(req)  # the slot frees at the next step
-                yield drain.release(), "stop", len(drain.tokens)
-                return
-            if delta := drain.release():
-                yield delta, None, len(drain.tokens)
-    if reason == "error":
-        raise RuntimeError("generation failed")
-    drain.end()
-    yield drain.release(), "stop" if reason == "stop" else "length", len(drain.tokens)
-
-
-async def _collect(
-    request, pieces, meta: dict, chat: bool, n_prompt: int, engine: Engine, req
-) -> dict:
-    parts, finish, n = [], "length", 0
-    watcher = asyncio.create_task(_watch_disconnect(request, engine, req))
+def _render_chat(tokenizer, messages) -> str:
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "'messages' must be a non-empty list", param="messages")
+    flat = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise APIError(400, f"message {i} must be an object", param="messages")
+        flat.append({"role": m.get("role"), "content": message_content(m.get("content"))})
     try:
-        async for delta, reason, count in pieces:
-            parts.append(delta)
-            finish, n = reason or finish, count
-    finally:
-        watcher.cancel()
-        engine.cancel(req)  # no-op when already finished
-    text = "".join(parts)
-    if chat:
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "logprobs": None,
-            "finish_reason": finish,
-        }
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-    usage = {"prompt_tokens": n_prompt, "completion_tokens": n, "total_tokens": n_prompt + n}
-    obj = "chat.completion" if chat else "text_completion"
-    return {**meta, "object": obj, "choices": [choice], "usage": usage}
-
-
-async def _watch_disconnect(request, engine: Engine, req) -> None:
-    """A client that hangs up on a non-streaming request frees its slot."""
-    while not req.cancelled:
-        if await request.is_disconnected():
-            log.info("client went away; cancelling request %d", req.id)
-            engine.cancel(req)
-            return
-        await asyncio.sleep(0.25)
-
-
-async def _sse(pieces, meta: dict, chat: bool, engine: Engine, req):
-    """Server-sent events; a client that disconnects closes this generator, which cancels."""
-    obj = "chat.completion.chunk" if chat else "text_completion"
-
-    def chunk(delta: str, finish, first=False) -> str:
-        if chat:
-            d = (
-                ({"role": "assistant", "content": ""} if first else {"content": delta})
-                if finish is None
-                else {}
-            )
-            choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}
-        else:
-            choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish}
-        return f"data: {json.dumps({**meta, 'object': obj, 'choices': [choice]})}\n\n"
-
-    try:
-        if chat:
-            yield chunk("", None, first=True)
-        async for delta, reason, _n in pieces:
-            if delta:
-                yield chunk(delta, None)
-            if reason is not None:
-                yield chunk("", reason)
-        yield "data: [DONE]\n\n"
-    except RuntimeError as e:
-        yield f"data: {json.dumps(APIError(500, str(e), 'server_error').body())}\n\n"
-    finally:
-        engine.cancel(req)
+        return tokenizer.apply_chat_template(flat, add_generation_prompt=True)
+    except ValueError as e:
+        raise APIError(400, f"invalid messages: {e}", param="messages") from None
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
@@ -357,6 +479,11 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else no key)",
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
@@ -375,6 +502,14 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import uvicorn
 
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if api_key is None and not is_loopback(args.host):
+        log.warning(
+            "serving on %s without an API key: anyone who can reach the port can use the "
+            "model (set --api-key or $%s)",
+            args.host,
+            API_KEY_ENV,
+        )
     model, tok = load_for_inference(
         args.model, args.revision, args.dtype, args.device, args.quantize
     )
@@ -384,14 +519,15 @@ def run(args) -> int:
     limits = ServerLimits(
         args.max_prompt_tokens, args.max_tokens, args.max_body_bytes, min(256, args.max_tokens)
     )
-    app = create_app(engine, tok, name, limits)
+    app = create_app(engine, tok, name, limits, api_key)
     log.info(
-        "serving %r on http://%s:%d (batch %d, context %d)",
+        "serving %r on http://%s:%d (batch %d, context %d%s)",
         name,
         args.host,
         args.port,
         args.max_batch,
         max_len,
+        ", API key required" if api_key else "",
     )
     # uvicorn's own SIGINT/SIGTERM handlers stop accepting and finish open responses; afterwards
     # it re-raises the signal to the handler it found, which here only logs, so a stopped
