@@ -1,0 +1,122 @@
+"""`olmo2 serve --api-key` / $OLMO2_API_KEY and the Prometheus `/metrics` behind it: a real
+server process on 127.0.0.1, the `openai` client, and prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import openai
+import pytest
+
+from olmo2.infer.server import is_loopback
+from tests.infer.test_server import start_server, stop_server
+
+KEY = "sk-test-0123456789"
+
+
+@pytest.fixture(scope="module")
+def keyed(dolma2_ckpt):
+    _, _, path = dolma2_ckpt
+    base, proc = start_server(path, "--max-len", "128", env={"OLMO2_API_KEY": KEY})
+    yield base, path.name
+    stop_server(proc)
+
+
+def _routes(name):
+    chat = {"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    return [
+        ("GET", "/v1/models", None),
+        ("POST", "/v1/completions", {"model": name, "prompt": "hi", "max_tokens": 2}),
+        ("POST", "/v1/chat/completions", chat),
+        ("GET", "/metrics", None),
+        ("GET", "/stats", None),
+    ]
+
+
+def test_key_required_on_every_route_but_health(keyed):
+    base, name = keyed
+    assert httpx.get(base + "/health").status_code == 200
+    wrong = [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": KEY},
+        {"Authorization": f"Basic {KEY}"},
+    ]
+    for method, path, body in [*_routes(name), ("GET", "/v1/nothing", None)]:
+        for headers in wrong:
+            r = httpx.request(method, base + path, json=body, headers=headers)
+            assert r.status_code == 401, (path, headers, r.text)
+            assert r.json()["error"]["type"] == "authentication_error"
+    ok = {"Authorization": f"Bearer {KEY}"}
+    for method, path, body in _routes(name):
+        r = httpx.request(method, base + path, json=body, headers=ok, timeout=60)
+        assert r.status_code == 200, (path, r.text)
+    assert httpx.get(base + "/v1/nothing", headers=ok).status_code == 404
+
+
+def test_openai_client_with_and_without_the_key(keyed):
+    base, name = keyed
+    bad = openai.OpenAI(base_url=base + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.completions.create(model=name, prompt="hi", max_tokens=2)
+    good = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0, timeout=60)
+    assert good.completions.create(model=name, prompt="hi", max_tokens=2).usage.total_tokens > 0
+
+
+def test_metrics_in_prometheus_text_format(keyed, dolma2_tok):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base, name = keyed
+    client = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0, timeout=60)
+    ok = {"Authorization": f"Bearer {KEY}"}
+
+    def scrape() -> dict:
+        r = httpx.get(base + "/metrics", headers=ok)
+        assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+        return {
+            s.name + str(sorted(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(r.text)
+            for s in fam.samples
+        }
+
+    before = scrape()
+    for i in range(3):
+        client.completions.create(model=name, prompt=f"Count {i}", max_tokens=4, temperature=0)
+    after = scrape()
+
+    def grew(key):
+        return after[key] - before.get(key, 0.0)
+
+    assert grew("olmo2_generation_tokens_total[]") == 12
+    assert (
+        grew("olmo2_prompt_tokens_total[]") == 3 * len("Count 0".split())
+        or grew("olmo2_prompt_tokens_total[]") > 0
+    )
+    assert grew("olmo2_time_to_first_token_seconds_count[]") == 3
+    assert grew("olmo2_time_per_output_token_seconds_count[]") == 9  # 3 gaps per request
+    assert grew("olmo2_requests_total[('finish_reason', 'length')]") == 3
+    assert (
+        after["olmo2_time_to_first_token_seconds_bucket[('le', '+Inf')]"]
+        == after["olmo2_time_to_first_token_seconds_count[]"]
+    )
+    assert after["olmo2_requests_running[]"] == 0 and after["olmo2_requests_waiting[]"] == 0
+
+
+def test_warning_when_bound_beyond_loopback_without_a_key(tmp_path):
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+    # the warning comes before the model loads: a missing model makes the command end there
+    cmd = [
+        sys.executable,
+        "-m",
+        "olmo2.cli",
+        "serve",
+        "--model",
+        str(tmp_path / "none"),
+        "--host",
+        "0.0.0.0",
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "without an API key" in run.stderr, run.stderr[-2000:]
