@@ -58,7 +58,8 @@ class PromptStyle:
 @dataclass(frozen=True)
 class Request:
     """One model call. `kind` is "loglikelihood" (score `continuation` after `context`) or
-    "generate" (greedy continuation of `context` until a `stop` string)."""
+    "generate" (continuation of `context` until a `stop` string; `idx` numbers the samples
+    of one document when a task draws several)."""
 
     context: str
     continuation: str = ""
@@ -72,6 +73,13 @@ class Request:
     OLMES `fewshot_as_multiturn`. Empty = the whole context becomes one user turn."""
     chat_query: str = ""
     """The final user turn that goes with `chat_turns`."""
+    assistant_prefix: str = ""
+    """Text that opens the assistant's turn in chat rendering (OLMES `assistant_prefix`, e.g.
+    HumanEval's "Here is the completed function:...")."""
+    temperature: float = 0.0
+    """Generation: 0 = greedy; above 0 samples (with `top_p`), seeded by `seed`."""
+    top_p: float | None = None
+    seed: int = 0
 
     @property
     def is_uncond(self) -> bool:

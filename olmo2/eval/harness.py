@@ -39,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 from olmo2.eval.formats import LLResult, Request
+from olmo2.infer.generate import SamplingConfig, complete
 from olmo2.model.loss import token_logps
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ class Harness:
         self.budget = CPU_TOKEN_BUDGET if self.device.type == "cpu" else GPU_START_BUDGET
         self.fingerprint = model_fingerprint(model)
         self.cache = ResultCache(cache_path, self.fingerprint) if cache_path else None
+        self.cache_path = cache_path
         check_vocab(model, tokenizer)
 
     # ---- log-likelihood ------------------------------------------------------------------
@@ -298,13 +300,12 @@ class Harness:
 
     # ---- generation ----------------------------------------------------------------------
     def generate(self, requests: Sequence[Request]) -> list[str]:
-        """Greedy completions, cut at the first stop string (and at EOS)."""
+        """Completions, cut at the first stop string (and at EOS): greedy, or sampled for
+        requests with a temperature (seeded per batch, so a rerun gives the same samples)."""
         out: list[str | None] = [None] * len(requests)
         keys = [None] * len(requests)
         if self.cache:
-            keys = [
-                self.cache.key("gen", r.context, list(r.stop), r.max_gen_toks) for r in requests
-            ]
+            keys = [self.cache.key(*_gen_key(r)) for r in requests]
             hit = self.cache.get_many(keys)
             for i, k in enumerate(keys):
                 if k in hit:
@@ -316,12 +317,15 @@ class Harness:
         bar = tqdm(total=len(todo), desc="generate", unit="req", disable=not self.progress)
         buckets: dict[tuple, list[int]] = {}
         for i in todo:
-            buckets.setdefault((requests[i].stop, requests[i].max_gen_toks), []).append(i)
-        for (stop, max_new), idx in buckets.items():
+            r = requests[i]
+            buckets.setdefault((r.stop, r.max_gen_toks, *_sampling(r)), []).append(i)
+        for (stop, max_new, *_), idx in buckets.items():
+            r0 = requests[idx[0]]
             for j in range(0, len(idx), bs):
                 batch = idx[j : j + bs]
+                cfg = SamplingConfig(max_new, r0.temperature, None, r0.top_p, r0.seed + j)
                 with eval_mode(self.model):
-                    texts = self._generate_batch([enc[i] for i in batch], stop, max_new)
+                    texts = self._generate_batch([enc[i] for i in batch], stop, cfg)
                 for i, t in zip(batch, texts, strict=True):
                     out[i] = t
                 if self.cache:
@@ -331,21 +335,31 @@ class Harness:
         return out  # type: ignore[return-value]
 
     def _generate_batch(
-        self, prompts: list[list[int]], stop: tuple[str, ...], max_new: int
+        self, prompts: list[list[int]], stop: tuple[str, ...], cfg: SamplingConfig
     ) -> list[str]:
-        from olmo2.infer.generate import SamplingConfig, complete
-
-        keep = self.max_length - max_new
+        keep = self.max_length - cfg.max_new_tokens
         if keep < 1:
             raise ValueError(
-                f"max_gen_toks {max_new} leaves no room for a prompt in {self.max_length} tokens"
+                f"max_gen_toks {cfg.max_new_tokens} leaves no room for a prompt in "
+                f"{self.max_length} tokens"
             )
         tok = self.tokenizer
         drains = complete(
-            self.model, [p[-keep:] for p in prompts], SamplingConfig(max_new_tokens=max_new),
+            self.model, [p[-keep:] for p in prompts], cfg,
             tokenizer=tok, stop=stop, stop_token_ids=[tok.eos_token_id],
         )  # fmt: skip
         return [d.text for d in drains]
+
+
+def _sampling(r: Request) -> tuple:
+    return (r.temperature, r.top_p, r.seed) if r.temperature > 0 else (0.0, None, 0)
+
+
+def _gen_key(r: Request) -> tuple:
+    """What a completion depends on: the greedy key of earlier releases (so their caches stay
+    valid), plus the sampling settings and the sample's index when sampling."""
+    key = ("gen", r.context, list(r.stop), r.max_gen_toks)
+    return key + (_sampling(r) + (r.idx,) if r.temperature > 0 else ())
 
 
 @contextlib.contextmanager
@@ -389,15 +403,18 @@ def chat_request(req: Request, tokenizer) -> Request:
     """Render a request through the chat template, ending with the assistant header.
 
     Few-shot examples become earlier user/assistant turns when the task provides them
-    (OLMES `fewshot_as_multiturn`); otherwise the whole prompt is one user turn. A scored
-    continuation loses its leading space (the answer starts the assistant's turn)."""
+    (OLMES `fewshot_as_multiturn`); otherwise the whole prompt is one user turn. The
+    assistant's turn starts with the request's `assistant_prefix`. A scored continuation
+    loses its leading space (the answer starts the assistant's turn)."""
     messages = []
     for user, assistant in req.chat_turns:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
     messages.append({"role": "user", "content": req.chat_query or req.context})
-    ctx = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    ctx = tokenizer.apply_chat_template(messages, add_generation_prompt=True) + req.assistant_prefix
     cont = req.continuation.lstrip(" ") if req.kind == "loglikelihood" else req.continuation
-    return replace(req, context=ctx, continuation=cont, chat_turns=(), chat_query="")
+    return replace(
+        req, context=ctx, continuation=cont, chat_turns=(), chat_query="", assistant_prefix=""
+    )
 
 
 def evaluate(
@@ -407,6 +424,7 @@ def evaluate(
     limit: int | None = None,
     chat: bool = False,
     dump_requests: str | Path | None = None,
+    judge=None,
 ) -> dict:
     """Run tasks (suites expanded) and return per-task metrics and suite aggregates.
 
@@ -419,6 +437,7 @@ def evaluate(
     for key in leaf_keys:
         task = get_task(key)
         task.check_ready()
+        task.prepare(harness=harness, judge=judge)
         docs = task.docs(Path(data_dir), limit)
         reqs = task.requests(docs)
         if chat:

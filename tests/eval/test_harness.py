@@ -168,3 +168,18 @@ def test_training_mode_is_restored(tiny_model, dolma2):
         assert tiny_model.training
     finally:
         tiny_model.eval()
+
+
+def test_sampled_generation_is_seeded_and_cached(tiny_model, dolma2, tmp_path, monkeypatch):
+    reqs = [
+        Request("def f(x):", kind="generate", max_gen_toks=6, temperature=1.0, top_p=0.95, idx=i)
+        for i in range(3)
+    ]
+    h = Harness(tiny_model, dolma2, cache_path=tmp_path / "c.sqlite", progress=False)
+    first = h.generate(reqs)
+    assert len(set(first)) > 1  # samples of one prompt differ
+    again = Harness(tiny_model, dolma2, progress=False).generate(reqs)
+    assert again == first  # same seed, same batches: same samples
+    h2 = Harness(tiny_model, dolma2, cache_path=tmp_path / "c.sqlite", progress=False)
+    monkeypatch.setattr(h2, "_generate_batch", lambda *a: pytest.fail("should be cached"))
+    assert h2.generate(reqs) == first

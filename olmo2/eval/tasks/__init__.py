@@ -25,6 +25,7 @@ def _leaf_factories() -> dict:
     from olmo2.eval.tasks import (
         agieval,
         arc,
+        code,
         commonsense,
         generative,
         hellaswag,
@@ -37,7 +38,7 @@ def _leaf_factories() -> dict:
 
     out: dict = {}
     for mod in (arc, commonsense, hellaswag, winogrande, mmlu, likelihood, generative, qa,
-                agieval, mmlu_pro):  # fmt: skip
+                agieval, mmlu_pro, code):  # fmt: skip
         out.update(mod.TASKS)
     return out
 
@@ -60,14 +61,15 @@ TULU_3_DEV = (
     "gsm8k::tulu",
     "drop::llama3",
     "minerva_math::tulu",
+    "codex_humaneval::tulu",
+    "codex_humanevalplus::tulu",
     "ifeval::tulu",
     "popqa::tulu",
     "mmlu:mc::tulu",
     "bbh:cot-v1::tulu",
     "truthfulqa::tulu",
 )
-"""Tülu 3's development suite (OLMES `tulu_3_dev`), run with `--chat`; the code and judged
-members are added by the modules that implement them."""
+"""Tülu 3's development suite (OLMES `tulu_3_dev`), run with `--chat`."""
 
 
 def _suites() -> dict[str, Suite]:

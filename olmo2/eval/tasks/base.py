@@ -135,6 +135,10 @@ class Task:
     def check_ready(self) -> None:
         """Raise a clear error before any model time is spent if scoring cannot work."""
 
+    def prepare(self, **context) -> None:
+        """Take what scoring needs beyond the answers before requests are built (`harness`:
+        the code sandbox's cache; `judge`: the judged tasks' endpoint)."""
+
     def score(self, docs: list, requests: list[Request], results: list) -> dict[str, float]:
         raise NotImplementedError
 
