@@ -10,6 +10,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from olmo2.model.rope import RopeScaling
+
 DOLMA2_VOCAB = 100_278  # tokenizer ids (100k merges + 22 added tokens)
 EOS_TOKEN_ID = 100_257
 PAD_TOKEN_ID = 100_277
@@ -44,8 +46,12 @@ class ModelConfig:
     vocab_size: int = pad_vocab(DOLMA2_VOCAB)
     """Embedding / LM-head rows (the tokenizer vocab padded to a multiple of 128)."""
     max_seq_len: int = 4096
-    """Context length used in pretraining (RoPE itself has no hard limit)."""
+    """Context length: pretraining's, or the extended one with `rope_scaling` (caches and
+    evaluation windows are sized from it; RoPE itself has no hard limit)."""
     rope_theta: float = 500_000.0
+    """RoPE base θ; raising it is "ABF" context extension (OLMo-core `ABFRoPEScalingConfig`)."""
+    rope_scaling: RopeScaling | None = None
+    """Linear, dynamic-NTK, YaRN or llama3 RoPE scaling (`olmo2.model.rope`); None = plain RoPE."""
     norm_eps: float = 1e-6
     init_std: float = 0.02
     """Every weight ~ trunc-normal(0, init_std, ±3·init_std); no depth scaling in OLMo 2."""
@@ -68,10 +74,47 @@ class ModelConfig:
                 raise ValueError(f"{name}={tid} is outside the vocabulary (size {self.vocab_size})")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+        if isinstance(self.rope_scaling, dict):
+            self.rope_scaling = RopeScaling.from_dict(self.rope_scaling)
+        s = self.rope_scaling
+        if s is not None and s.type == "dynamic" and self.max_seq_len != dynamic_context(s):
+            # transformers keeps only L0 (as max_position_embeddings) for dynamic scaling
+            raise ValueError(
+                f"dynamic RoPE scaling: max_seq_len must be factor x original_max_seq_len = "
+                f"{dynamic_context(s)}, got {self.max_seq_len}"
+            )
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    def with_context(self, seq_len: int, scaling: str = "yarn", **options) -> ModelConfig:
+        """This model extended to `seq_len` tokens with RoPE scaling `scaling` (a type of
+        `olmo2.model.rope`, or "none" for plain RoPE, e.g. with a new `rope_theta` in
+        `options`): factor = seq_len / the original length, which stays the pretraining
+        one when the model was already extended (OLMo-core `YaRNRoPEScalingConfig(factor=
+        new/old, old_context_len=old)`). Other `options` are `RopeScaling` fields."""
+        original = self.original_max_seq_len
+        theta = options.pop("rope_theta", self.rope_theta)
+        if scaling == "none":
+            if options:
+                raise ValueError(f"options {sorted(options)} need a scaling type")
+            return dataclasses.replace(
+                self, max_seq_len=seq_len, rope_theta=theta, rope_scaling=None
+            )
+        if seq_len < original:
+            raise ValueError(f"seq_len {seq_len} is shorter than the original {original}")
+        orig = None if scaling == "linear" else original
+        s = RopeScaling(scaling, seq_len / original, orig, **options)
+        return dataclasses.replace(self, max_seq_len=seq_len, rope_theta=theta, rope_scaling=s)
+
+    @property
+    def original_max_seq_len(self) -> int:
+        """The pretraining context: max_seq_len / factor when RoPE is scaled."""
+        s = self.rope_scaling
+        if s is None:
+            return self.max_seq_len
+        return s.original_max_seq_len or round(self.max_seq_len / s.factor)
 
     # ---- named sizes -------------------------------------------------------------------
     @classmethod
@@ -142,7 +185,12 @@ class ModelConfig:
         unknown = set(d) - fields
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**d)  # a rope_scaling dict becomes a RopeScaling in __post_init__
+
+
+def dynamic_context(s: RopeScaling) -> int:
+    """The context of a dynamic-NTK model: factor x L0 (what `factor` is chosen for)."""
+    return round(s.factor * s.original_max_seq_len)
 
 
 SIZES = ("debug", "olmo2_1b", "olmo2_7b", "olmo2_13b", "olmo2_32b")

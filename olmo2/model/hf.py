@@ -19,7 +19,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from olmo2.model.config import ModelConfig
+from olmo2.model.config import ModelConfig, dynamic_context
+from olmo2.model.rope import TYPES as ROPE_TYPES
+from olmo2.model.rope import RopeScaling
 from olmo2.model.transformer import Olmo2
 from olmo2.utils import atomic_path
 
@@ -66,6 +68,7 @@ def from_hf_key(name: str) -> str | None:
 
 # ---- config ------------------------------------------------------------------------------
 def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
+    rope = rope_to_hf(cfg.rope_scaling)
     return {
         "architectures": ["Olmo2ForCausalLM"],
         "model_type": "olmo2",
@@ -76,13 +79,14 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
         "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.n_kv_heads,
         "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_seq_len,
+        "max_position_embeddings": hf_max_position_embeddings(cfg),
         "initializer_range": cfg.init_std,
         "rms_norm_eps": cfg.norm_eps,
         # transformers 4.x reads top-level rope_theta/rope_scaling, 5.x reads rope_parameters
+        # (and takes rope_scaling over it when both are set: they say the same here)
         "rope_theta": cfg.rope_theta,
-        "rope_scaling": None,
-        "rope_parameters": {"rope_theta": cfg.rope_theta, "rope_type": "default"},
+        "rope_scaling": rope,
+        "rope_parameters": {"rope_theta": cfg.rope_theta, **(rope or {"rope_type": "default"})},
         "attention_bias": False,
         "attention_dropout": 0.0,
         "tie_word_embeddings": False,
@@ -94,17 +98,91 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
     }
 
 
+def hf_max_position_embeddings(cfg: ModelConfig) -> int:
+    """transformers' dynamic NTK reads `max_position_embeddings` as the original length L0
+    (`_compute_dynamic_ntk_parameters`); every other type reads it as the model's context."""
+    s = cfg.rope_scaling
+    return s.original_max_seq_len if s is not None and s.type == "dynamic" else cfg.max_seq_len
+
+
+def rope_to_hf(s: RopeScaling | None) -> dict | None:
+    """The transformers `rope_scaling` dict (keys of `RotaryEmbeddingConfigMixin`'s
+    `_validate_*_rope_parameters`) without rope_theta; None for plain RoPE."""
+    if s is None:
+        return None
+    d: dict = {"rope_type": s.type, "factor": s.factor}
+    if s.type in ("yarn", "llama3"):
+        d["original_max_position_embeddings"] = s.original_max_seq_len
+    if s.type == "yarn":
+        d.update(beta_fast=s.beta_fast, beta_slow=s.beta_slow)
+        for key in ("attention_factor", "mscale", "mscale_all_dim"):
+            if getattr(s, key) is not None:
+                d[key] = getattr(s, key)
+        if not s.truncate:  # transformers 5 only; its default is true
+            d["truncate"] = False
+    if s.type == "llama3":
+        d.update(low_freq_factor=s.low_freq_factor, high_freq_factor=s.high_freq_factor)
+    return d
+
+
+HF_ROPE_TYPES = ("default", *ROPE_TYPES)
+
+
+def rope_from_hf(d: dict, source: str) -> tuple[float, RopeScaling | None, int]:
+    """(rope_theta, scaling, max_seq_len) of an HF config dict, read as transformers 5 reads
+    it (`RotaryEmbeddingConfigMixin.convert_rope_params_to_dict` / `standardize_rope_params`
+    and the `_compute_*_parameters` defaults): `rope_scaling` (4.x) wins over
+    `rope_parameters` (5.x), `type` is an alias of `rope_type`, a missing original length of
+    yarn/llama3 is max_position_embeddings."""
+    rope = d.get("rope_scaling") or d.get("rope_parameters") or {}
+    kind = rope.get("rope_type") or rope.get("type") or "default"
+    if kind not in HF_ROPE_TYPES:
+        raise ValueError(
+            f"{source}: rope type {kind!r} is not supported; supported: {', '.join(HF_ROPE_TYPES)}"
+        )
+    if rope.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError(f"{source}: partial_rotary_factor is not supported (OLMo 2 rotates all)")
+    theta = float(
+        (d.get("rope_parameters") or {}).get("rope_theta")
+        or rope.get("rope_theta")
+        or d.get("rope_theta")
+        or 500_000.0
+    )
+    max_pos = int(d.get("max_position_embeddings") or 4096)
+    if kind == "default":
+        return theta, None, max_pos
+    original = d.get("original_max_position_embeddings") or rope.get(
+        "original_max_position_embeddings", max_pos
+    )
+    factor = rope.get("factor")
+    if factor is None and kind == "yarn":
+        factor = max_pos / original
+    if factor is None:
+        raise ValueError(f"{source}: rope type {kind!r} needs a factor")
+    if kind == "linear":
+        return theta, RopeScaling("linear", float(factor)), max_pos
+    if kind == "dynamic":  # max_position_embeddings is L0; the context is factor x L0
+        s = RopeScaling("dynamic", float(factor), max_pos)
+        return theta, s, dynamic_context(s)
+    if kind == "yarn":
+        opts = {k: rope[k] for k in ("attention_factor", "mscale", "mscale_all_dim") if k in rope}
+        opts["beta_fast"] = float(rope.get("beta_fast") or 32)  # `or`: 0 means the default
+        opts["beta_slow"] = float(rope.get("beta_slow") or 1)
+        opts["truncate"] = bool(rope.get("truncate", True))
+        return theta, RopeScaling("yarn", float(factor), int(original), **opts), max_pos
+    try:
+        lo, hi = float(rope["low_freq_factor"]), float(rope["high_freq_factor"])
+    except KeyError as e:
+        raise ValueError(f"{source}: llama3 rope scaling needs {e.args[0]!r}") from None
+    s = RopeScaling("llama3", float(factor), int(original), low_freq_factor=lo, high_freq_factor=hi)
+    return theta, s, max_pos
+
+
 def config_from_hf(d: dict, source: str = CONFIG_NAME) -> ModelConfig:
     """Parse an HF config.json dict (transformers 4.x or 5.x layout) into a ModelConfig."""
     if d.get("model_type") != "olmo2":
         raise ValueError(f"{source}: model_type is {d.get('model_type')!r}, expected 'olmo2'")
-    rope = d.get("rope_parameters") or {}
-    scaling = d.get("rope_scaling") or {}
-    rope_type = (
-        rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    )
-    if rope_type != "default":
-        raise ValueError(f"{source}: rope type {rope_type!r} is not supported (only 'default')")
+    theta, scaling, max_seq_len = rope_from_hf(d, source)
     if d.get("attention_bias"):
         raise ValueError(f"{source}: attention_bias=true is not OLMo 2 (no biases)")
     if d.get("tie_word_embeddings"):
@@ -118,8 +196,9 @@ def config_from_hf(d: dict, source: str = CONFIG_NAME) -> ModelConfig:
             n_kv_heads=int(d.get("num_key_value_heads") or heads),
             ffn_hidden=int(d["intermediate_size"]),
             vocab_size=int(d["vocab_size"]),
-            max_seq_len=int(d.get("max_position_embeddings") or 4096),
-            rope_theta=float(rope.get("rope_theta") or d.get("rope_theta") or 500_000.0),
+            max_seq_len=max_seq_len,
+            rope_theta=theta,
+            rope_scaling=scaling,
             norm_eps=float(d.get("rms_norm_eps", 1e-6)),
             init_std=float(d.get("initializer_range", 0.02)),
             eos_token_id=_first(d.get("eos_token_id")),

@@ -7,7 +7,8 @@ transformers `Olmo2DecoderLayer`):
   `h = x + norm(attn(x)); out = h + norm(mlp(h))`. No input norms; a final RMSNorm before the head.
 - **QK-norm** over the whole q projection (n_heads·head_dim) and k projection (n_kv·head_dim),
   before the split into heads and before RoPE.
-- **RoPE** θ = 500 000, rotate-half, computed in fp32.
+- **RoPE** θ = 500 000, rotate-half, computed in fp32; optional context-extension scaling
+  (linear, dynamic NTK, YaRN, llama3) in `olmo2.model.rope`, as transformers applies it.
 - **SwiGLU** `down(silu(gate x) * up x)`; no biases anywhere; untied embeddings; optional GQA.
 - RMSNorm eps 1e-6, normalise in fp32, multiply by the weight in fp32, cast back.
 - The loss (cross-entropy plus z-loss, in fp32) is in `olmo2.model.loss`.
@@ -21,7 +22,6 @@ H heads, K kv heads, E head dim, V vocab.
 
 from __future__ import annotations
 
-import functools
 from typing import Protocol
 
 import torch
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from olmo2.model.config import ModelConfig
+from olmo2.model.rope import rope_frequencies
 
 
 class Cache(Protocol):
@@ -64,19 +65,17 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), w.shape, w.float(), self.eps).to(x.dtype)
 
 
-@functools.lru_cache(maxsize=8)
-def _inv_freq(head_dim: int, theta: float, device: torch.device) -> torch.Tensor:
-    with torch.inference_mode(False):  # usable outside inference mode too
-        exponent = torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim
-        return 1.0 / theta**exponent
-
-
 def rope_cos_sin(positions_BT: torch.Tensor, config: ModelConfig):
-    """fp32 cos/sin tables [B, 1, T, E] for integer positions (rotate-half layout)."""
-    inv_freq = _inv_freq(config.head_dim, config.rope_theta, positions_BT.device)
+    """fp32 cos/sin tables [B, 1, T, E] for integer positions (rotate-half layout), with the
+    config's RoPE scaling (`olmo2.model.rope`; YaRN's attention factor multiplies both)."""
+    dynamic = config.rope_scaling is not None and config.rope_scaling.type == "dynamic"
+    top = int(positions_BT.max()) if dynamic and positions_BT.numel() else 0
+    inv_freq, factor = rope_frequencies(config, positions_BT.device, top)
     freqs = positions_BT.float()[..., None] * inv_freq  # B T E/2
     emb = torch.cat((freqs, freqs), dim=-1)[:, None]
-    return emb.cos(), emb.sin()
+    if factor == 1.0:
+        return emb.cos(), emb.sin()
+    return emb.cos() * factor, emb.sin() * factor
 
 
 def apply_rope(x_BHTE: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

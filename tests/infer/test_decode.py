@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -84,3 +86,16 @@ def test_slot_cache_rows_decode_at_their_own_positions():
             want = model(torch.tensor([PROMPTS[slot] + [9]]))[0, -1]
             torch.testing.assert_close(got[row], want, atol=1e-5, rtol=1e-5)
     assert cache.pos.tolist() == [len(PROMPTS[0]) + 1, len(PROMPTS[1]), len(PROMPTS[2]) + 1]
+
+
+@pytest.mark.parametrize("scaling", ["yarn", "llama3"])
+def test_decode_step_with_rope_scaling_past_the_original_context(scaling):
+    """A model pretrained at 8 positions, extended 4x: prompts of up to 7 tokens and 4 steps
+    cross position 8. The decode step takes cos/sin (YaRN's attention factor included) from
+    the one `rope_cos_sin`, so it equals the forward as for plain RoPE. (Dynamic NTK is left
+    out: its θ follows the batch's largest position, so a padded batch is not each row alone
+    — in transformers too.)"""
+    cfg = dataclasses.replace(CONFIGS["gqa"], max_seq_len=8).with_context(32, scaling)
+    model = random_model(cfg, seed=5)
+    for got, want in _decode_vs_forward(model, "gqa"):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -51,3 +51,16 @@ def tiny_bpe() -> dict:
     )
     tok.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 50, trainer)
     return json.loads(tok.to_str())
+
+
+def hf_twin(model: Olmo2):
+    """transformers' `Olmo2ForCausalLM` built from `config_to_hf(model.config)` (in memory,
+    so the config transformers reads is the one we would write) with the same weights."""
+    from transformers import Olmo2Config, Olmo2ForCausalLM
+
+    from olmo2.model.hf import config_to_hf, to_hf_key
+
+    hf = Olmo2ForCausalLM(Olmo2Config(**config_to_hf(model.config)))
+    sd = {to_hf_key(k): v for k, v in model.state_dict().items()}
+    hf.load_state_dict(sd, strict=True)
+    return hf.eval()

@@ -59,8 +59,8 @@ def test_reads_transformers4_and_5_config_layouts():
     v4 = config_from_hf({**base, "rope_theta": 500000, "rope_scaling": None})
     v5 = config_from_hf({**base, "rope_parameters": {"rope_theta": 500000, "rope_type": "default"}})
     assert v4 == v5 and v4.rope_theta == 500000 and v4.n_kv_heads == 4
-    with pytest.raises(ValueError, match="rope type"):
-        config_from_hf({**base, "rope_scaling": {"rope_type": "yarn", "factor": 2}})
+    with pytest.raises(ValueError, match="rope type 'longrope' is not supported"):
+        config_from_hf({**base, "rope_scaling": {"rope_type": "longrope", "factor": 2}})
 
 
 def _corrupt(tmp_path, how):
