@@ -103,9 +103,9 @@ class Report:
         )
         return f"<!doctype html><html><head><meta charset='utf-8'><title>{e(self.title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
-    def write(self, directory: str | os.PathLike) -> tuple[Path, Path]:
+    def write(self, directory: str | os.PathLike, stem: str = "report") -> tuple[Path, Path]:
         d = Path(directory)
-        md, ht = d / "report.md", d / "report.html"
+        md, ht = d / f"{stem}.md", d / f"{stem}.html"
         write_text_atomic(md, self.markdown(d))
         write_text_atomic(ht, self.html(d))
         return md, ht
@@ -125,9 +125,16 @@ def _rel(p: Path, base: Path) -> str:
 
 
 def plot_series(
-    path: Path, series: dict[str, tuple[list, list]], ylabel: str, logy: bool = False
+    path: Path,
+    series: dict[str, tuple[list, list]],
+    ylabel: str,
+    logy: bool = False,
+    xlabel: str = "step",
+    vlines: list[tuple[float, str]] = (),
+    markers: bool = False,
 ) -> Path:
-    """One PNG line plot; `series` maps a label to (x, y)."""
+    """One PNG line plot; `series` maps a label to (x, y); `vlines` are (x, label) dashed
+    markers (stage boundaries)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,8 +142,12 @@ def plot_series(
 
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
     for label, (x, y) in series.items():
-        ax.plot(x, y, label=label, linewidth=1.2)
-    ax.set_xlabel("step")
+        ax.plot(x, y, label=label, linewidth=1.2, marker="o" if markers else None, markersize=3)
+    for x, label in vlines:
+        ax.axvline(x, color="grey", linestyle="--", linewidth=0.8)
+        ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), xytext=(3, -10),
+                    textcoords="offset points", fontsize=7, color="grey")  # fmt: skip
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")

@@ -2,6 +2,7 @@
 
 olmo2 eval --model CKPT --tasks core_9mcqa::olmes,mmlu::olmes --limit 100 --output r.json
 olmo2 eval --model CKPT --perplexity held_out.jsonl
+olmo2 eval --model RUN_DIR_OR_HUB_ID --all-checkpoints --tasks arc_easy::olmes --limit 200
 olmo2 eval --list-tasks
 """
 
@@ -49,6 +50,13 @@ def add_arguments(p) -> None:
         " repeatable",
     )
     p.add_argument("--list-tasks", action="store_true", help="print every task and suite key")
+    p.add_argument(
+        "--all-checkpoints",
+        action="store_true",
+        help="evaluate every checkpoint of the run directory / hub repo given as --model and "
+        "plot each metric against tokens; --output is then a directory (default: "
+        "RUN_DIR/explorer); an interrupted sweep resumes",
+    )
 
 
 def run(args) -> int:
@@ -70,6 +78,8 @@ def run(args) -> int:
         return _dump_only(args, keys, ddir)
     if not args.model:
         raise ValueError("--model: required (a checkpoint directory or hub id)")
+    if args.all_checkpoints:
+        return _explore(args, keys, ddir, batch_size)
     model, tok, identity = _load(args)
     from olmo2.eval.harness import Harness, evaluate
 
@@ -126,11 +136,59 @@ def _batch_size(value: str) -> int | str:
     return n
 
 
-def _load(args):
+def _explore(args, keys: list[str], ddir, batch_size) -> int:
+    """--all-checkpoints: the checkpoint explorer over args.model's checkpoints."""
+    from olmo2.eval import explorer
+    from olmo2.eval.harness import Harness, evaluate
+
+    if not keys:
+        raise ValueError("--all-checkpoints: give --tasks")
+    ckpts = explorer.find_checkpoints(args.model)
+    if args.output:
+        out = Path(args.output)
+    elif Path(args.model).is_dir():
+        out = Path(args.model) / "explorer"
+    else:
+        out = Path("explorer-" + str(args.model).replace("/", "--"))
+    spec = {"tasks": keys, "limit": args.limit, "chat": args.chat, "dtype": args.dtype,
+            "quantize": args.quantize}  # fmt: skip
+    print(f"{len(ckpts)} checkpoints in {args.model}; results under {out}")
+
+    def evaluate_one(ckpt) -> dict:
+        model, tok, identity = _load(args, ckpt.source, ckpt.revision)
+        harness = Harness(model, tok, batch_size=batch_size, cache_path=args.cache)
+        results = evaluate(harness, keys, ddir, args.limit, args.chat)
+        results["model"] = {**identity, "fingerprint": harness.fingerprint}
+        return results
+
+    sweep = explorer.explore(ckpts, evaluate_one, out, spec)
+    paths = explorer.write_outputs(sweep, out, f"Checkpoints of {args.model}")
+    headers, rows = explorer.sweep_table(sweep)
+    _print_rows(headers, rows, "olmo2 eval --all-checkpoints")
+    print(f"sweep written to {paths['json']} and {paths['html']}")
+    return 0
+
+
+def _print_rows(headers: list[str], rows: list[list], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for h in headers:
+        table.add_column(h, justify="left" if h in ("checkpoint", "stage") else "right")
+    for r in rows:
+        table.add_row(*(f"{c:.4f}" if isinstance(c, float) else str(c) for c in r))
+    Console().print(table)
+
+
+def _load(args, source: str | None = None, revision: str | None = None):
+    """(model, tokenizer, identity) of `source` (default --model) at hub `revision`."""
     import torch
 
     import olmo2
     from olmo2.tokenizer import Tokenizer
+
+    source = source or args.model
 
     default = "cpu" if args.quantize or not torch.cuda.is_available() else "cuda"
     device = args.device or default
@@ -138,14 +196,15 @@ def _load(args):
         raise ValueError(f"--quantize {args.quantize} runs on CPU only (use --device cpu)")
     if args.quantize and args.dtype not in (None, "float32"):
         raise ValueError(f"--quantize {args.quantize} needs --dtype float32, got {args.dtype}")
-    model, tok = olmo2.load(args.model, dtype=args.dtype, device=device)
+    model, tok = olmo2.load(source, revision=revision, dtype=args.dtype, device=device)
     if args.tokenizer:
         tok = Tokenizer.from_file(args.tokenizer)
     if tok is None:
-        raise ValueError(f"--tokenizer: {args.model} has no tokenizer.json; pass one")
+        raise ValueError(f"--tokenizer: {source} has no tokenizer.json; pass one")
     cfg = model.config
     identity = {
-        "path": str(args.model),
+        "path": str(source),
+        "revision": revision,
         "config": cfg.to_dict(),
         "num_params": sum(p.numel() for p in model.parameters()),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
