@@ -138,12 +138,11 @@ class Browser:
             self.proc.wait()
 
 
-LAST_REPLY = "[...document.querySelectorAll('.assistant')].pop()"
-
-
-def _reply(browser, state="done"):
-    browser.until(f"{LAST_REPLY} && {LAST_REPLY}.dataset.state === {json.dumps(state)}")
-    return browser.js(f"[{LAST_REPLY}.textContent, Number({LAST_REPLY}.dataset.chunks)]")
+def _reply(browser, n: int, state: str = "done"):
+    """Text and chunk count of the page's n-th reply (from 1), once it is in `state`."""
+    el = f"document.querySelectorAll('.assistant')[{n - 1}]"
+    browser.until(f"{el} !== undefined && {el}.dataset.state === {json.dumps(state)}")
+    return browser.js(f"[{el}.textContent, Number({el}.dataset.chunks)]")
 
 
 def test_chat_page_streams_multi_turn_replies_and_stops(dolma2_ckpt, tmp_path, tmp_path_factory):
@@ -161,11 +160,11 @@ def test_chat_page_streams_multi_turn_replies_and_stops(dolma2_ckpt, tmp_path, t
         browser.js("document.getElementById('system').focus()")
         browser.type("Answer briefly.")
         turns = []
-        for text in ("Hello! Who are you?", "And what can you do?"):
+        for n, text in enumerate(("Hello! Who are you?", "And what can you do?"), 1):
             browser.js("document.getElementById('input').focus()")
             browser.type(text)
             browser.click("#send")
-            reply, chunks = _reply(browser)
+            reply, chunks = _reply(browser, n)
             turns.append((text, reply))
             assert chunks >= 2  # streamed, in pieces
         # the page sent the whole conversation: its replies are the API's greedy answers to it
@@ -184,9 +183,10 @@ def test_chat_page_streams_multi_turn_replies_and_stops(dolma2_ckpt, tmp_path, t
         browser.js("document.getElementById('input').focus()")
         browser.type("Tell me a long story.")
         browser.click("#send")
-        browser.until(f"Number({LAST_REPLY}.dataset.chunks) >= 2")
+        third = "document.querySelectorAll('.assistant')[2]"
+        browser.until(f"{third} !== undefined && Number({third}.dataset.chunks) >= 2")
         browser.click("#stop")
-        _reply(browser, "stopped")
+        _reply(browser, 3, "stopped")
         for _ in range(100):
             if httpx.get(base + "/stats").json()["active"] == 0:
                 break
