@@ -50,6 +50,13 @@ def add_arguments(p) -> None:
         " repeatable",
     )
     p.add_argument("--list-tasks", action="store_true", help="print every task and suite key")
+    p.add_argument("--judge-url", help="OpenAI-compatible endpoint of the judge (judged tasks)")
+    p.add_argument("--judge-model", help="the judge's model name at --judge-url")
+    p.add_argument(
+        "--judge-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the judge's API key (default OPENAI_API_KEY)",
+    )
     p.add_argument(
         "--all-checkpoints",
         action="store_true",
@@ -88,7 +95,9 @@ def run(args) -> int:
     t0 = time.time()
     results = {"tasks": {}, "suites": {}}
     if keys:
-        results = evaluate(harness, keys, ddir, args.limit, args.chat, args.dump_requests)
+        results = evaluate(
+            harness, keys, ddir, args.limit, args.chat, args.dump_requests, _judge(args)
+        )
     results["perplexity"] = _perplexity(model, tok, args.perplexity, args.limit or None)
     results["model"] = identity
     results["run"] = {
@@ -96,6 +105,7 @@ def run(args) -> int:
         "limit": "all" if args.limit == 0 else args.limit,
         "batch_size": args.batch_size,
         "chat": args.chat,
+        "judge": {"url": args.judge_url, "model": args.judge_model} if args.judge_url else None,
         "seconds": round(time.time() - t0, 2),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
@@ -120,6 +130,16 @@ def parse_limit(value: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0 or 'all', got {value!r}")
     return n
+
+
+def _judge(args):
+    if not (args.judge_url or args.judge_model):
+        return None
+    if not (args.judge_url and args.judge_model):
+        raise ValueError("--judge-url and --judge-model go together")
+    from olmo2.eval.judge import Judge
+
+    return Judge.from_env(args.judge_url, args.judge_model, args.judge_key_env)
 
 
 def _batch_size(value: str) -> int | str:
@@ -157,7 +177,7 @@ def _explore(args, keys: list[str], ddir, batch_size) -> int:
     def evaluate_one(ckpt) -> dict:
         model, tok, identity = _load(args, ckpt.source, ckpt.revision)
         harness = Harness(model, tok, batch_size=batch_size, cache_path=args.cache)
-        results = evaluate(harness, keys, ddir, args.limit, args.chat)
+        results = evaluate(harness, keys, ddir, args.limit, args.chat, judge=_judge(args))
         results["model"] = {**identity, "fingerprint": harness.fingerprint}
         return results
 

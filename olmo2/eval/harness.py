@@ -426,7 +426,8 @@ def evaluate(
     dump_requests: str | Path | None = None,
     judge=None,
 ) -> dict:
-    """Run tasks (suites expanded) and return per-task metrics and suite aggregates.
+    """Run tasks (suites expanded) and return per-task metrics and suite aggregates. `judge`
+    (an `olmo2.eval.judge.Judge`) serves the judged tasks.
 
     All log-likelihood requests of all tasks go to the harness together, so requests shared
     between tasks (e.g. MMLU subjects' unconditional prompts) are scored once."""
@@ -440,7 +441,7 @@ def evaluate(
         task.prepare(harness=harness, judge=judge)
         docs = task.docs(Path(data_dir), limit)
         reqs = task.requests(docs)
-        if chat:
+        if chat or task.always_chat:
             reqs = [chat_request(r, harness.tokenizer) for r in reqs]
         plan.append((task, docs, reqs))
     if dump_requests:

@@ -29,6 +29,7 @@ def _leaf_factories() -> dict:
         commonsense,
         generative,
         hellaswag,
+        judged,
         likelihood,
         mmlu,
         mmlu_pro,
@@ -38,7 +39,7 @@ def _leaf_factories() -> dict:
 
     out: dict = {}
     for mod in (arc, commonsense, hellaswag, winogrande, mmlu, likelihood, generative, qa,
-                agieval, mmlu_pro, code):  # fmt: skip
+                agieval, mmlu_pro, code, judged):  # fmt: skip
         out.update(mod.TASKS)
     return out
 
@@ -66,6 +67,7 @@ TULU_3_DEV = (
     "ifeval::tulu",
     "popqa::tulu",
     "mmlu:mc::tulu",
+    "alpaca_eval_v2::tulu",
     "bbh:cot-v1::tulu",
     "truthfulqa::tulu",
 )
@@ -117,7 +119,12 @@ def all_keys() -> list[str]:
 def _canonical(key: str, known: dict) -> str:
     if key in known:
         return key
-    for guess in (f"{key}::olmes", f"{key}:rc::olmes"):  # regime / sole formulation omitted
+    for guess in (
+        f"{key}::olmes",
+        f"{key}:rc::olmes",
+        f"{key}::none",
+        f"{key}::tulu",
+    ):  # regime omitted
         if guess in known:
             return guess
     close = difflib.get_close_matches(key, list(known), n=5, cutoff=0.5)

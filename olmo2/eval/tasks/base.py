@@ -117,6 +117,8 @@ class Task:
     key: str
     config: TaskConfig
     hub_id: str = ""
+    always_chat: bool = False
+    """Render with the chat template even without --chat (judged tasks talk to a chat model)."""
 
     def load_docs(self, data_dir: Path) -> list:
         raise NotImplementedError
