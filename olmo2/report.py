@@ -37,7 +37,7 @@ class Report:
         return self
 
     def add_text(self, markdown: str) -> Report:
-        """A paragraph (plain text or simple Markdown; shown preformatted-free in HTML)."""
+        """A paragraph of Markdown (code spans, emphasis, links, lists), rendered in HTML."""
         self.sections.append(("text", markdown))
         return self
 
@@ -75,33 +75,48 @@ class Report:
         return "\n".join(out)
 
     def html(self, base: Path) -> str:
-        e = html.escape
-        body = [f"<h1>{e(self.title)}</h1>"]
+        """A self-contained page (no external assets): Markdown rendered by markdown-it-py
+        (CommonMark + tables, raw HTML off), styled tables with right-aligned numbers,
+        consecutive plots in a grid, and a contents list when there are several sections."""
+        md = _markdown()
+        inline = md.renderInline
+        heads = [item for kind, item in self.sections if kind == "heading"]
+        body = [f"<h1>{inline(self.title)}</h1>"]
+        if len(heads) >= 3:
+            links = "".join(
+                f'<li><a href="#s{i}">{inline(h)}</a></li>' for i, h in enumerate(heads)
+            )
+            body.append(f'<nav class="toc"><ul>{links}</ul></nav>')
+        figures: list[str] = []
+        n_head = 0
         for kind, item in self.sections:
+            if kind != "plot" and figures:
+                body.append(f'<div class="plots">{"".join(figures)}</div>')
+                figures = []
             if kind == "heading":
-                body.append(f"<h2>{e(item)}</h2>")
+                body.append(f'<h2 id="s{n_head}">{inline(item)}</h2>')
+                n_head += 1
             elif kind == "text":
-                body.append(f"<p>{e(item)}</p>")
+                body.append(md.render(item))
             elif kind == "code":
-                body.append(f"<pre>{e(item)}</pre>")
+                body.append(f"<pre><code>{html.escape(item)}</code></pre>")
             elif kind == "table":
-                title, headers, rows = item
-                cap = f"<caption>{e(title)}</caption>" if title else ""
-                head = "".join(f"<th>{e(h)}</th>" for h in headers)
-                trs = "".join(
-                    "<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows
-                )
-                body.append(f"<table>{cap}<tr>{head}</tr>{trs}</table>")
+                body.append(_html_table(*item, inline))
             elif kind == "plot":
                 png, caption = item
-                body.append(
-                    f'<figure><img src="{e(_rel(png, base))}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
+                src, alt = html.escape(_rel(png, base)), html.escape(caption)
+                figures.append(
+                    f'<figure><img src="{src}" alt="{alt}"><figcaption>{inline(caption)}'
+                    "</figcaption></figure>"
                 )
-        style = (
-            "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}"
+        if figures:
+            body.append(f'<div class="plots">{"".join(figures)}</div>')
+        return (
+            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(self.title)}</title><style>{CSS}</style></head>"
+            f"<body><main>{''.join(body)}</main></body></html>\n"
         )
-        return f"<!doctype html><html><head><meta charset='utf-8'><title>{e(self.title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
     def write(self, directory: str | os.PathLike, stem: str = "report") -> tuple[Path, Path]:
         d = Path(directory)
@@ -109,6 +124,65 @@ class Report:
         write_text_atomic(md, self.markdown(d))
         write_text_atomic(ht, self.html(d))
         return md, ht
+
+
+CSS = (
+    "body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;"
+    "color:#1f2328;background:#fff;margin:0}"
+    "main{max-width:74rem;margin:0 auto;padding:1.5rem 1.5rem 4rem}"
+    "h1{font-size:1.75rem;margin:.5rem 0 1rem;padding-bottom:.4rem;border-bottom:1px solid #d0d7de}"
+    "h2{font-size:1.3rem;margin:2.2rem 0 .8rem;padding-bottom:.25rem;border-bottom:1px solid #eaeef2}"
+    "p,ul,ol{max-width:52rem}a{color:#0969da}"
+    "code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.88em;"
+    "background:#f6f8fa;padding:.1em .35em;border-radius:4px}"
+    "pre{background:#f6f8fa;padding:.9rem 1rem;border-radius:6px;overflow:auto;line-height:1.4}"
+    "pre code{background:none;padding:0;font-size:.85em}"
+    ".table{overflow-x:auto;margin:1rem 0 1.5rem}"
+    "table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.92rem}"
+    "caption{text-align:left;font-weight:600;padding:.2rem 0 .4rem}"
+    "th,td{border:1px solid #d0d7de;padding:.3rem .65rem;text-align:left;vertical-align:top}"
+    "th{background:#f6f8fa;font-weight:600}tbody tr:nth-child(even){background:#f9fafb}"
+    "td.num,th.num{text-align:right;white-space:nowrap}"
+    ".plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(24rem,1fr));gap:1rem 1.5rem}"
+    "figure{margin:.5rem 0}img{max-width:100%;height:auto;border:1px solid #eaeef2;border-radius:4px}"
+    "figcaption{color:#57606a;font-size:.88rem;margin-top:.25rem}"
+    "nav.toc{background:#f6f8fa;border-radius:6px;padding:.4rem 1rem;display:inline-block}"
+    "nav.toc ul{margin:.3rem 0;padding-left:1.1rem}"
+)
+"""The pages' only style sheet, inline: a page must read well opened from disk."""
+
+
+def _markdown():
+    from markdown_it import MarkdownIt  # a dependency of rich, so always installed
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace(",", "").removesuffix("%"))
+    except ValueError:
+        return False
+    return True
+
+
+def _html_table(title: str | None, headers: list[str], rows: list[list[str]], inline) -> str:
+    """Columns whose cells are all numbers are right-aligned; cells take inline Markdown."""
+    numeric = [
+        bool(rows) and all(_is_number(r[j]) or r[j] == "" for r in rows if j < len(r))
+        for j in range(len(headers))
+    ]
+
+    def cell(tag: str, text: str, j: int) -> str:
+        cls = ' class="num"' if j < len(numeric) and numeric[j] else ""
+        return f"<{tag}{cls}>{inline(text)}</{tag}>"
+
+    cap = f"<caption>{inline(title)}</caption>" if title else ""
+    head = "".join(cell("th", h, j) for j, h in enumerate(headers))
+    trs = "".join(
+        "<tr>" + "".join(cell("td", c, j) for j, c in enumerate(r)) + "</tr>" for r in rows
+    )
+    return f'<div class="table"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>'
 
 
 def _cell(c) -> str:
@@ -142,7 +216,8 @@ def plot_series(
 
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
     for label, (x, y) in series.items():
-        ax.plot(x, y, label=label, linewidth=1.2, marker="o" if markers else None, markersize=3)
+        dots = markers or len(x) <= 3  # a line of one point is invisible
+        ax.plot(x, y, label=label, linewidth=1.2, marker="o" if dots else None, markersize=3)
     for x, label in vlines:
         ax.axvline(x, color="grey", linestyle="--", linewidth=0.8)
         ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), xytext=(3, -10),
