@@ -1,10 +1,10 @@
-"""Deduplication: exact (normalised text, URL/id) and near-duplicate MinHash-LSH, plus optional
-corpus-wide duplicate-paragraph removal.
+"""Deduplication building blocks: exact keys (normalised text, URL/id), MinHash signatures
+with LSH band keys, and paragraph keys; plus removing duplicate paragraphs from a text.
 
-All three are streaming and "first occurrence wins": `Deduplicator.check(ordinal, features)` sees
-documents in input order and answers whether each is a duplicate of an earlier kept one, keeping
-only hashes and signatures in memory (never text), so `prepare` can decide in pass 1 and emit
-the survivors in pass 2.
+The decisions are made by the staged pipeline in `olmo2/data/stages/` (signatures per shard,
+duplicate pairs per hash partition, union-find clusters, a filter pass), the design of
+datatrove's MinHash dedup (`pipeline/dedup/minhash.py`): exact and URL/id duplicates, MinHash
+near duplicates and repeated paragraphs, the first copy in (input file, line) order kept.
 
 MinHash (Broder 1997) over word n-gram shingles; LSH banding (b bands of r rows: a pair with
 Jaccard s becomes a candidate with probability 1 - (1 - s^r)^b; Leskovec et al., *Mining of
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from olmo2.data.hashing import ngram_hashes, stable_word_hashes
+from olmo2.data.hashing import MIX, ngram_hashes, stable_word_hashes
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ _SPACE = re.compile(r"\s+")
 def normalize_text(text: str) -> str:
     """Lowercase and collapse whitespace: copies differing only in case/spacing are exact dups."""
     return _SPACE.sub(" ", text.lower()).strip()
-
-
-def text_hash(text: str) -> bytes:
-    return hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=16).digest()
 
 
 _PUNCT_TO_SPACE = bytes(32 if chr(i) in string.punctuation else i for i in range(256))
@@ -186,92 +182,42 @@ class DedupConfig:
     seed: int = 1
 
 
-@dataclass
-class DocFeatures:
-    """What pass 1 computes per document (in a worker) for dedup; no text is kept."""
+def lsh_bands(cfg: DedupConfig) -> tuple[int, int]:
+    """(bands, rows per band) for the config (see `DedupConfig.bands`)."""
+    if cfg.bands is None:
+        return lsh_params(cfg.threshold, cfg.num_perm, 0.1, 0.9)
+    if not 1 <= cfg.bands <= cfg.num_perm:
+        raise ValueError(f"minhash bands={cfg.bands}: expected 1..num_perm={cfg.num_perm}")
+    return cfg.bands, cfg.num_perm // cfg.bands
 
-    text_hash: bytes | None = None
-    key: str | None = None
-    signature: np.ndarray | None = None
-    paragraph_hashes: list[bytes] | None = None
+
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """uint64 [docs, bands]: a hash of each band of each signature (the LSH bucket key; the
+    band number is mixed in, so equal values in different bands never meet)."""
+    out = np.empty((len(sigs), bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(bands):
+            h = np.full(len(sigs), np.uint64(j + 1) * MIX, dtype=np.uint64)
+            for c in range(j * rows, (j + 1) * rows):
+                h = (h ^ sigs[:, c].astype(np.uint64)) * MIX
+                h ^= h >> np.uint64(29)
+            out[:, j] = h
+    return out
 
 
-class Deduplicator:
-    def __init__(self, cfg: DedupConfig):
-        self.cfg = cfg
-        self.hasher = MinHasher(cfg.num_perm, cfg.seed) if cfg.minhash else None
-        if cfg.bands is None:
-            self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm, 0.1, 0.9)
-        else:
-            if not 1 <= cfg.bands <= cfg.num_perm:
-                raise ValueError(f"minhash bands={cfg.bands}: expected 1..num_perm={cfg.num_perm}")
-            self.bands, self.rows = cfg.bands, cfg.num_perm // cfg.bands
-        self.seen_text: set[bytes] = set()
-        self.seen_keys: set[str] = set()
-        self.buckets: list[dict[bytes, int]] = [{} for _ in range(self.bands)]
-        self.kept_sigs: dict[int, np.ndarray] = {}
-        self.seen_paragraphs: set[bytes] = set()
+def key128(data: bytes) -> tuple[int, int]:
+    """A 128-bit BLAKE2b digest as two uint64 (exact-text, URL/id and paragraph keys)."""
+    d = hashlib.blake2b(data, digest_size=16).digest()
+    return int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
 
-    def features(self, text: str, key: str | None = None) -> DocFeatures:
-        f = DocFeatures(key=key if self.cfg.by_url else None)
-        if self.cfg.exact:
-            f.text_hash = text_hash(text)
-        if self.hasher is not None:
-            f.signature = self.hasher.signatures([shingle_text(text, self.cfg.minhash_ngram)])[0]
-        if self.cfg.paragraph:
-            f.paragraph_hashes = [
-                text_hash(p) if len(p) >= self.cfg.min_paragraph_chars else b""
-                for p in split_paragraphs(text)
-            ]
-        return f
 
-    def check(self, ordinal: int, f: DocFeatures) -> str | None:
-        """'exact' / 'url' / 'minhash' when a duplicate of an earlier kept doc, else None
-        (and the document is remembered)."""
-        if f.key is not None and f.key in self.seen_keys:
-            return "url"
-        if f.text_hash is not None and f.text_hash in self.seen_text:
-            return "exact"
-        band_keys = []
-        if f.signature is not None:
-            band_keys = self._band_keys(f.signature)
-            if self._near_duplicate(f.signature, band_keys):
-                return "minhash"
-        if f.key is not None:
-            self.seen_keys.add(f.key)
-        if f.text_hash is not None:
-            self.seen_text.add(f.text_hash)
-        if band_keys:
-            for band, k in zip(self.buckets, band_keys):
-                band.setdefault(k, ordinal)
-            self.kept_sigs[ordinal] = f.signature
-        return None
+def text_key(text: str) -> tuple[int, int]:
+    return key128(normalize_text(text).encode("utf-8", errors="surrogatepass"))
 
-    def _band_keys(self, sig: np.ndarray) -> list[bytes]:
-        if int(sig[0]) == int(MinHasher.EMPTY):
-            return []  # no shingles: nothing to compare
-        r = self.rows
-        return [sig[i * r : (i + 1) * r].tobytes() for i in range(self.bands)]
 
-    def _near_duplicate(self, sig: np.ndarray, band_keys: list[bytes]) -> bool:
-        candidates = {band[k] for band, k in zip(self.buckets, band_keys) if k in band}
-        return any(
-            np.mean(self.kept_sigs[c] == sig) >= self.cfg.threshold for c in sorted(candidates)
-        )
-
-    def duplicate_paragraphs(self, f: DocFeatures) -> list[int]:
-        """Indexes of this kept document's paragraphs seen earlier (then remembers the rest)."""
-        if not f.paragraph_hashes:
-            return []
-        drop = []
-        for i, h in enumerate(f.paragraph_hashes):
-            if not h:
-                continue
-            if h in self.seen_paragraphs:
-                drop.append(i)
-            else:
-                self.seen_paragraphs.add(h)
-        return drop
+def paragraph_keys(text: str, min_chars: int) -> list[tuple[int, int, int]]:
+    """(k0, k1, paragraph index) of the paragraphs long enough to be deduplicated."""
+    return [(*text_key(p), i) for i, p in enumerate(split_paragraphs(text)) if len(p) >= min_chars]
 
 
 _PARA_SPLIT = re.compile(r"(\n\s*\n)")

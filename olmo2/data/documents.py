@@ -149,17 +149,38 @@ class DamagedInput(ValueError):
         )
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _lines(
+    path: Path, start: int = 0, end: int | None = None, first_line: int = 1
+) -> Iterator[tuple[int, bytes]]:
     """(line number, line) of a possibly compressed file, streaming; damage raises
-    `DamagedInput` after the lines before it."""
-    lineno = 0
+    `DamagedInput` after the lines before it.
+
+    `start`/`end` restrict it to the lines that begin in that range of the decompressed bytes
+    (`start` must be a line start, numbered `first_line`): a shard of a large file."""
+    lineno, pos = first_line - 1, start
     f, raw = _open_binary(path)
     with f:
         try:
-            for lineno, line in enumerate(f, start=1):
+            _skip(f, raw, start)
+            for lineno, line in enumerate(f, start=first_line):
+                if end is not None and pos >= end:
+                    return
+                pos += len(line)
                 yield lineno, line
         except _DAMAGE_ERRORS as e:
             raise DamagedInput(path, f"at line {lineno + 1:,}", raw.tell(), e) from None
+
+
+def _skip(f: BinaryIO, raw: BinaryIO, n: int) -> None:
+    """Advance the decompressed stream `f` by `n` bytes (a seek where the file allows it)."""
+    if f is raw:
+        f.seek(n)
+        return
+    while n > 0:
+        got = len(f.read(min(n, 1 << 20)))
+        if not got:
+            raise EOFError(f"the file ends before byte {n:,} of a planned shard")
+        n -= got
 
 
 def _read_text(path: Path) -> tuple[str, DamagedInput | None]:
@@ -215,11 +236,15 @@ def check_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _iter_jsonl(
-    path: Path, text_field: str, skip_bad_lines: bool, stats: ReadStats
+    path: Path,
+    text_field: str,
+    skip_bad_lines: bool,
+    stats: ReadStats,
+    span: tuple[int, int | None, int] = (0, None, 1),
 ) -> Iterator[Document]:
     source = file_stem(path)
     try:
-        for lineno, line in _lines(path):
+        for lineno, line in _lines(path, *span):
             if line.strip():
                 doc = _parse_line(path, lineno, line, text_field, source, skip_bad_lines, stats)
                 if doc is not None:
@@ -299,12 +324,61 @@ def iter_documents(
     """
     stats = stats if stats is not None else ReadStats()
     for path in check_inputs(paths):
-        stats.files += 1
-        if _kind(path) == "jsonl":
-            docs = _iter_jsonl(path, text_field, skip_bad_lines, stats)
-        else:
-            docs = _iter_txt(path, separator, skip_bad_lines, stats)
-        for doc in docs:
-            stats.documents += 1
-            stats.bytes += len(doc.text.encode("utf-8", errors="surrogatepass"))
-            yield doc
+        yield from iter_span(
+            path,
+            text_field=text_field,
+            separator=separator,
+            skip_bad_lines=skip_bad_lines,
+            stats=stats,
+        )
+
+
+def iter_span(
+    path: str | os.PathLike,
+    start: int = 0,
+    end: int | None = None,
+    first_line: int = 1,
+    *,
+    text_field: str = "text",
+    separator: str | None = None,
+    skip_bad_lines: bool = False,
+    stats: ReadStats | None = None,
+) -> Iterator[Document]:
+    """The documents of one shard: the JSONL lines that start in decompressed bytes
+    [`start`, `end`) (`start` is the start of line `first_line`), or a whole .txt file.
+
+    Ids, errors and counts are exactly those `iter_documents` gives for the same lines."""
+    path = Path(path)
+    stats = stats if stats is not None else ReadStats()
+    stats.files += start == 0
+    if _kind(path) == "jsonl":
+        docs = _iter_jsonl(path, text_field, skip_bad_lines, stats, (start, end, first_line))
+    else:
+        docs = _iter_txt(path, separator, skip_bad_lines, stats)
+    for doc in docs:
+        stats.documents += 1
+        stats.bytes += len(doc.text.encode("utf-8", errors="surrogatepass"))
+        yield doc
+
+
+def line_starts(path: str | os.PathLike, every: int, skip_bad_lines: bool) -> list[list[int]]:
+    """[byte offset, line number] of the first line starting at or after each multiple of
+    `every` decompressed bytes (always [0, 1] first): where a large JSONL file is cut into
+    shards. A damaged file raises (naming file, line and byte) unless `skip_bad_lines`, which
+    stops at the damage (the last shard then meets it, and counts it)."""
+    path = Path(path)
+    starts, pos, nxt = [[0, 1]], 0, every
+    if _kind(path) != "jsonl":
+        return starts
+    try:
+        for lineno, line in _lines(path):
+            if pos >= nxt:
+                starts.append([pos, lineno])
+                nxt = pos + every
+            pos += len(line)
+    except DamagedInput as e:
+        if not skip_bad_lines:
+            raise ValueError(
+                f"{e}; pass --skip-bad-lines to keep the documents before it"
+            ) from None
+    return starts

@@ -4,24 +4,30 @@
         [--no-filter c4 | --no-filter c4@code*] [--code-sources 'code*'] [--min-words 50] \\
         [--lang en] [--dedup exact,minhash,paragraph|none] [--minhash-threshold 0.8] \\
         [--decontam-dir EVAL_DIR | --no-decontam] [--decontam-mode drop|report] \\
-        [--attributes-dir DIR] [--workers N] [--max-part-tokens N] [--dry-run]
+        [--attributes-dir DIR] [--workers N] [--max-part-tokens N] [--dry-run] \\
+        [--executor local|ray [--ray-address auto|HOST:PORT]] [--tasks N] [--shard-mb MB]
 
-Two passes over the inputs, so memory holds only hashes and signatures, never text:
+The driver runs these stages, each a set of tasks on the chosen executor (`executors.py`: a
+local fork pool, or Ray tasks on a local Ray started for the job or on a cluster), and holds only
+counts; every task reads its own shard (an input file or a byte range of a large one,
+`shards.py`) or its own hash partition, and writes its outputs atomically plus a completion
+marker, so a re-run after a crash skips what was finished (`stages/`):
 
-1. read, filter (`filters.py`), check contamination (`decontam.py`) and compute dedup features
-   (`dedup.py`) in worker processes; the main process makes the first-occurrence-wins dedup
-   decisions in input order and records one keep bit per document (plus, with paragraph
-   dedup, which paragraphs to cut). Optional attribute files (one JSONL per input shard, in the
-   spirit of dolma's attributes) say why each document was dropped.
-2. re-read the inputs and stream the survivors into `olmo2.data.tokenize.tokenize_documents`,
-   which writes the parts atomically and resumes after a crash; the funnel counts go into its
-   manifest under `prepare`.
+    scan        per input file   cut points, size, SHA-256
+    analyze     per shard        filters, contamination, dedup records (keys, MinHash bands,
+                                 paragraphs, signatures), hash-partitioned into --tasks files
+    buckets     per partition    duplicate pairs: equal keys, LSH candidates verified
+    cluster     one task         union-find; the first document of each cluster in (file, line)
+                                 order is kept, the others go into per-shard removal lists
+    prune, paragraphs            (paragraph dedup) the same over the kept documents' paragraphs
+    emit        per shard        the filter pass: drop, cut paragraphs, tokenize
+    parts       per part         the token files `part-NNNNN.npy/.csv.gz`, then the manifest
 
-Pass 1 is deterministic, so a re-run after an interruption makes the same decisions and the
-tokenizer's resume skips the parts already written. Before either pass, the output (and
-attributes) directory is checked, so an unusable path fails at once with nothing written; a
-damaged input fails naming the file and line, or with --skip-bad-lines is read up to the damage
-and counted (`damaged_files`).
+No decision depends on the executor, the number of workers or tasks, or the shard size, so the
+token files, indexes and manifest are byte-identical across them. Before any stage, the output
+(and attributes) directory is checked, so an unusable path fails at once with nothing written;
+a damaged input fails naming the file and line (and byte), or with --skip-bad-lines is read up
+to the damage and counted (`damaged_files`). A failed run (a ValueError) leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -33,27 +39,45 @@ import hashlib
 import json
 import logging
 import os
-import re
+import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from tqdm import tqdm
 
 from olmo2.data.decontam import ContaminationIndex, DecontamConfig
-from olmo2.data.dedup import DedupConfig, Deduplicator, DocFeatures, remove_paragraphs
-from olmo2.data.documents import Document, ReadStats, check_inputs, iter_documents
-from olmo2.data.filters import FILTER_NAMES, FilterConfig, FilterPipeline
-from olmo2.data.pool import chunks_by_size, ordered_map
-from olmo2.utils import atomic_path, data_dir, sha256_file, write_text_atomic
+from olmo2.data.dedup import DedupConfig, lsh_bands
+from olmo2.data.documents import check_inputs
+from olmo2.data.encoder import choose_backend
+from olmo2.data.executors import EXECUTORS, make_executor, run_stage
+from olmo2.data.filters import FILTER_NAMES, FilterConfig
+from olmo2.data.shards import make_shards, scan_task
+from olmo2.data.stages.analyze import analyze_shard
+from olmo2.data.stages.buckets import bucket_partition
+from olmo2.data.stages.cluster import cluster
+from olmo2.data.stages.emit import emit_shard
+from olmo2.data.stages.job import Job
+from olmo2.data.stages.paragraphs import paragraph_partition, prune_shard
+from olmo2.data.stages.parts import plan_parts, shard_lengths, write_part_task
+from olmo2.data.tokenize import (
+    STATE_FILE as TOKENIZE_STATE,
+)
+from olmo2.data.tokenize import (
+    check_state,
+    remove_leftovers,
+    tokenizer_state,
+    write_manifest,
+)
+from olmo2.utils import data_dir, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 DEDUP_MODES = ("exact", "minhash", "paragraph")
-CHUNK_CHARS = 1 << 20
-"""Characters of text per work item sent to a pass-1 worker."""
+WORK_DIR = ".prepare-work"
+RUN_ONLY = ("output", "workers", "attributes_dir", "executor", "ray_address", "tasks")
+RUN_ONLY += ("shard_mb", "work_dir")
+"""Settings that change where and how fast a run goes, never its documents."""
 
 
 @dataclass
@@ -70,53 +94,18 @@ class PrepareConfig:
     attributes_dir: str | None = None
     """Write `<shard>.attributes.jsonl` here: per document id, source and why it was dropped."""
     workers: int = 1
-    """Processes for pass 1 and for tokenizing (1 = in-process)."""
+    """Local processes (1 = in-process), or the CPUs of a Ray started for the job."""
     max_part_tokens: int = 2**28
-
-
-# ---------------------------------------------------------------- pass 1: analysis
-
-
-@dataclass
-class Analysis:
-    """A worker's verdict on one document (no text)."""
-
-    reason: str | None = None
-    contaminated: list[str] = field(default_factory=list)
-    features: DocFeatures | None = None
-    nbytes: int = 0
-
-
-class Analyzer:
-    """Everything pass 1 computes per document; runs in worker processes."""
-
-    def __init__(self, cfg: PrepareConfig, index: ContaminationIndex | None):
-        self.filters = FilterPipeline(cfg.filters)
-        self.index = index
-        self.dedup = Deduplicator(cfg.dedup)
-        self.dedup_on = cfg.dedup.exact or cfg.dedup.by_url or cfg.dedup.minhash
-        self.dedup_on = self.dedup_on or cfg.dedup.paragraph
-
-    def __call__(self, doc: Document, key: str | None) -> Analysis:
-        a = Analysis(nbytes=len(doc.text.encode("utf-8", errors="replace")))
-        a.reason = self.filters(doc)
-        if a.reason is not None:
-            return a
-        if self.index is not None:
-            a.contaminated = self.index.matches(doc.text)
-        if self.dedup_on:
-            a.features = self.dedup.features(doc.text, key)
-        return a
-
-
-_ANALYZER: Analyzer | None = None
-
-
-def _analyze_chunk(items: list[tuple[int, Document, str | None]]) -> list[Analysis]:
-    # Workers are forked after `_ANALYZER` is set, so they inherit the filters and the
-    # contamination index instead of unpickling them.
-    assert _ANALYZER is not None
-    return [_ANALYZER(doc, key) for _, doc, key in items]
+    executor: str = "local"
+    ray_address: str | None = None
+    """An existing Ray cluster ("auto", "HOST:PORT"); None starts one for the job."""
+    tasks: int | None = None
+    """Hash partitions of the dedup stages (default: `workers`)."""
+    shard_mb: float = 16.0
+    """JSONL files larger than this (decompressed MB) are cut into shards of about this size."""
+    work_dir: str | None = None
+    """Stage outputs and completion markers (default OUTPUT/.prepare-work); shared storage on
+    a cluster."""
 
 
 @dataclass
@@ -136,6 +125,15 @@ class Funnel:
     documents_out: int = 0
     bytes_out: int = 0
 
+    def add(self, result: dict) -> None:
+        """Sum a task's counts into the funnel."""
+        for f in dataclasses.fields(self):
+            v = result.get(f.name)
+            if isinstance(v, dict):
+                getattr(self, f.name).update(v)
+            elif v is not None:
+                setattr(self, f.name, getattr(self, f.name) + v)
+
     def to_dict(self) -> dict:
         by_family: collections.Counter = collections.Counter()
         for reason, n in self.filtered.items():
@@ -147,143 +145,6 @@ class Funnel:
         d["contaminated"] = dict(sorted(self.contaminated.items()))
         d["duplicates"] = dict(sorted(self.duplicates.items()))
         return d
-
-
-@dataclass
-class Decisions:
-    keep: bytearray = field(default_factory=bytearray)
-    """One byte per document read, in input order (1 = emit in pass 2)."""
-    paragraph_drops: dict[int, list[int]] = field(default_factory=dict)
-
-
-def _id_key(doc: Document, path: Path, cfg: DedupConfig) -> str | None:
-    """The URL, or an explicit id, for URL/id dedup (ids made up from file:line never repeat)."""
-    if not cfg.by_url:
-        return None
-    url = doc.metadata.get("url")
-    if isinstance(url, str) and url:
-        return "url:" + url
-    if re.fullmatch(re.escape(path.name) + r"(:\d+)?", doc.id):
-        return None
-    return "id:" + doc.id
-
-
-def analyze(cfg: PrepareConfig, index: ContaminationIndex | None) -> tuple[Decisions, Funnel]:
-    """Pass 1: decide which documents survive; write attribute files if asked."""
-    global _ANALYZER
-    _ANALYZER = Analyzer(cfg, index)
-    paths = check_inputs(cfg.inputs)
-    stats = [ReadStats() for _ in paths]
-
-    def items() -> Iterator[tuple[int, Document, str | None]]:
-        for i, path in enumerate(paths):
-            docs = iter_documents(
-                [path],
-                text_field=cfg.text_field,
-                separator=cfg.separator,
-                skip_bad_lines=cfg.skip_bad_lines,
-                stats=stats[i],
-            )
-            yield from ((i, d, _id_key(d, path, cfg.dedup)) for d in docs)
-
-    dedup = Deduplicator(cfg.dedup)
-    decisions, funnel = Decisions(), Funnel()
-    attrs: dict[int, list[dict]] = collections.defaultdict(list)
-    bar = tqdm(desc="filter+dedup", unit=" docs", mininterval=1.0)
-    try:
-        chunks = chunks_by_size(items(), CHUNK_CHARS, lambda it: len(it[1].text))
-        for chunk, results in ordered_map(_analyze_chunk, chunks, cfg.workers):
-            for (i, doc, _), a in zip(chunk, results):
-                row = _decide(doc, a, cfg, dedup, decisions, funnel)
-                if cfg.attributes_dir is not None:
-                    attrs[i].append(row)
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-        _ANALYZER = None
-    funnel.bad_lines = sum(s.bad_lines for s in stats)
-    funnel.damaged_files = sum(s.damaged_files for s in stats)
-    if cfg.attributes_dir is not None:
-        for i, path in enumerate(paths):
-            _write_attributes(Path(cfg.attributes_dir), path, attrs.get(i, []))
-    return decisions, funnel
-
-
-def _decide(
-    doc: Document,
-    a: Analysis,
-    cfg: PrepareConfig,
-    dedup: Deduplicator,
-    decisions: Decisions,
-    funnel: Funnel,
-) -> dict:
-    ordinal = funnel.documents_in
-    funnel.documents_in += 1
-    funnel.bytes_in += a.nbytes
-    drop, duplicate = a.reason, None
-    if a.reason is not None:
-        funnel.filtered[a.reason] += 1
-    if a.contaminated:
-        funnel.contaminated_docs += 1
-        funnel.contaminated.update(a.contaminated)
-        if cfg.decontam.mode == "drop":
-            drop = "contaminated"
-    if drop is None and a.features is not None:
-        duplicate = dedup.check(ordinal, a.features)
-        if duplicate is not None:
-            funnel.duplicates[duplicate] += 1
-            drop = f"duplicate:{duplicate}"
-    para = []
-    if drop is None and a.features is not None and cfg.dedup.paragraph:
-        para = dedup.duplicate_paragraphs(a.features)
-        if para:
-            decisions.paragraph_drops[ordinal] = para
-            funnel.paragraphs_removed += len(para)
-    decisions.keep.append(drop is None)
-    if drop is None:
-        funnel.documents_out += 1
-    return {
-        "id": doc.id,
-        "source": doc.source,
-        "attributes": {
-            "olmo2_drop": drop,
-            "olmo2_filter": a.reason,
-            "olmo2_contaminated": a.contaminated,
-            "olmo2_duplicate": duplicate,
-            "olmo2_dup_paragraphs": para,
-        },
-    }
-
-
-def _write_attributes(out_dir: Path, path: Path, rows: list[dict]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = path.name
-    for suffix in (".gz", ".zst"):
-        name = name.removesuffix(suffix)
-    target = out_dir / (Path(name).stem + ".attributes.jsonl")
-    with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-# ---------------------------------------------------------------- pass 2: emit
-
-
-def survivors(cfg: PrepareConfig, decisions: Decisions) -> Iterator[Document]:
-    """Re-read the inputs and yield the kept documents (paragraph-deduplicated)."""
-    docs = iter_documents(
-        cfg.inputs,
-        text_field=cfg.text_field,
-        separator=cfg.separator,
-        skip_bad_lines=cfg.skip_bad_lines,
-    )
-    for ordinal, doc in enumerate(docs):
-        if ordinal >= len(decisions.keep):
-            raise ValueError(f"inputs changed between passes (document {ordinal} is new)")
-        if decisions.keep[ordinal]:
-            if ordinal in decisions.paragraph_drops:
-                doc.text = remove_paragraphs(doc.text, decisions.paragraph_drops[ordinal])
-            yield doc
 
 
 # ---------------------------------------------------------------- CLI
@@ -334,8 +195,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decontam-ngram", type=int, default=13)
     p.add_argument("--data-dir", default=None, help="shared data directory (for the eval sets)")
     p.add_argument("--attributes-dir", default=None, help="write per-document drop reasons here")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local processes, or CPUs of the Ray started for the job (default: CPU count)",
+    )
     p.add_argument("--max-part-tokens", type=int, default=2**28)
+    p.add_argument("--executor", choices=EXECUTORS, default="local", help="where tasks run")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="run on this Ray cluster (default: start a local Ray for the job)",
+    )
+    p.add_argument(
+        "--tasks",
+        type=int,
+        default=None,
+        help="hash partitions of the dedup stages (default: workers)",
+    )
+    p.add_argument(
+        "--shard-mb",
+        type=float,
+        default=16.0,
+        help="cut JSONL inputs into shards of about this many decompressed MB",
+    )
+    p.add_argument(
+        "--work-dir", default=None, help="stage files + markers (default: OUTPUT/.prepare-work)"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
@@ -386,6 +274,13 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"--workers {workers}: expected at least 1")
+    tasks = args.tasks if args.tasks is not None else workers
+    if tasks < 1:
+        raise ValueError(f"--tasks {tasks}: expected at least 1")
+    if args.shard_mb <= 0:
+        raise ValueError(f"--shard-mb {args.shard_mb}: expected a positive size")
+    if args.ray_address and args.executor != "ray":
+        raise ValueError("--ray-address needs --executor ray")
     return PrepareConfig(
         inputs=list(args.input),
         output=args.output,
@@ -401,61 +296,152 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
         attributes_dir=args.attributes_dir,
         workers=workers,
         max_part_tokens=args.max_part_tokens,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        tasks=tasks,
+        shard_mb=args.shard_mb,
+        work_dir=args.work_dir,
     )
 
 
 def prepare(cfg: PrepareConfig) -> dict:
-    """Run both passes; return the manifest (with the funnel under `prepare`)."""
-    from olmo2.data.tokenize import tokenize_documents
-
+    """Run every stage; return the manifest (with the funnel under `prepare`)."""
     check_inputs(cfg.inputs)
-    tok = Path(cfg.tokenizer)
-    if not (tok.is_file() or (tok / "tokenizer.json").is_file()):
-        raise FileNotFoundError(f"{tok}: tokenizer file not found")
+    state = tokenizer_state(cfg.tokenizer, "uint32", cfg.max_part_tokens)
     settings = _check_output(cfg)  # before reading anything: fail fast, write nothing
-    t0 = time.perf_counter()
-    index = ContaminationIndex.build(cfg.decontam) if cfg.decontam.eval_dir else None
-    decisions, funnel = analyze(cfg, index)
-    if funnel.documents_in == 0:
-        raise ValueError(f"no documents in {', '.join(cfg.inputs)} (empty input)")
-    t1 = time.perf_counter()
-    Path(cfg.output).mkdir(parents=True, exist_ok=True)
-    write_text_atomic(Path(cfg.output) / STATE_FILE, json.dumps(settings, indent=2))
-    inputs = [
-        {"path": str(p), "bytes": Path(p).stat().st_size, "sha256": sha256_file(p)}
-        for p in cfg.inputs
-    ]
-    extra = {"prepare": {"config": _jsonable(cfg), "funnel": funnel.to_dict(), "inputs": inputs}}
-    manifest = tokenize_documents(
-        survivors(cfg, decisions),
-        cfg.tokenizer,
-        cfg.output,
-        max_part_tokens=cfg.max_part_tokens,
-        num_workers=cfg.workers,
-        manifest_extra=extra,
-    )
-    t2 = time.perf_counter()
-    timing = {"analyze_s": t1 - t0, "tokenize_s": t2 - t1, "total_s": t2 - t0}
-    manifest["prepare"]["timing"] = timing  # printed only: the manifest file stays reproducible
+    out = Path(cfg.output)
+    created = not out.exists()
+    job = _job(cfg, state)
+    try:
+        with make_executor(cfg.executor, cfg.workers, cfg.ray_address) as ex:
+            log.info("executor: %s; %d dedup partitions", ex.description, job.partitions)
+            manifest = _run(ex, job, settings, state)
+    except ValueError:  # a user error (bad input): nothing of this run is worth keeping
+        shutil.rmtree(job.work, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    shutil.rmtree(job.work, ignore_errors=True)
     return manifest
 
 
+def _job(cfg: PrepareConfig, state: dict) -> Job:
+    backend, why = choose_backend(state["tokenizer"])
+    bands, rows = lsh_bands(cfg.dedup) if cfg.dedup.minhash else (0, 0)
+    index = ContaminationIndex.build(cfg.decontam) if cfg.decontam.eval_dir else None
+    work = cfg.work_dir or str(Path(cfg.output) / WORK_DIR)
+    job = Job(cfg, work, cfg.tasks or cfg.workers, state["tokenizer"], backend, index)
+    job.bands, job.rows = bands, rows
+    job.extra = {"dtype": state["dtype"], "backend_why": why}
+    return job
+
+
+def _run(ex, job: Job, settings: dict, state: dict) -> dict:
+    cfg, out, work = job.cfg, Path(job.cfg.output), Path(job.work)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / STATE_FILE, json.dumps(settings, indent=2))
+    check_state(out, state)
+    write_text_atomic(out / TOKENIZE_STATE, json.dumps(state, indent=2))
+    remove_leftovers(out)
+    _pin_work(work, settings, job)
+    timing: dict[str, float] = {}
+
+    def stage(name, fn, specs):
+        t0 = time.perf_counter()
+        results = run_stage(ex, work, name, fn, job, specs)
+        timing[name] = time.perf_counter() - t0
+        return results
+
+    scans = stage("scan", scan_task, list(cfg.inputs))
+    job.shards = make_shards(scans)
+    funnel = Funnel()
+    for r in stage("analyze", analyze_shard, job.shards):
+        funnel.add(r)
+    if funnel.documents_in == 0:
+        raise ValueError(f"no documents in {', '.join(cfg.inputs)} (empty input)")
+    partitions, shards = list(range(job.partitions)), list(range(len(job.shards)))
+    if job.doc_dedup_on:
+        stage("buckets", bucket_partition, partitions)
+        funnel.add(stage("cluster", cluster, [0])[0])
+    if cfg.dedup.paragraph:
+        stage("prune", prune_shard, shards)
+        stage("paragraphs", paragraph_partition, partitions)
+    emitted = stage("emit", emit_shard, job.shards)
+    for r in emitted:
+        funnel.add({**r, "paragraphs_removed": r["paragraphs_cut"]})
+    t0 = time.perf_counter()
+    plan = plan_parts(shard_lengths(job), cfg.max_part_tokens)
+    timing["plan"] = time.perf_counter() - t0
+    parts = stage("parts", write_part_task, list(enumerate(plan)))
+    inputs = [{k: s[k] for k in ("path", "bytes", "sha256")} for s in scans]
+    extra = {
+        "prepare": {
+            "config": manifest_config(cfg),
+            "funnel": funnel.to_dict(),
+            "inputs": inputs,
+            "encoder": _encoder_report(job, emitted),
+        }
+    }
+    manifest = write_manifest(out, state, parts, extra)
+    analyze_s = sum(v for k, v in timing.items() if k not in ("emit", "plan", "parts"))
+    tokenize_s = timing["emit"] + timing["plan"] + timing["parts"]
+    manifest["prepare"]["timing"] = {  # printed only: the manifest file stays reproducible
+        "analyze_s": analyze_s,
+        "tokenize_s": tokenize_s,
+        "total_s": analyze_s + tokenize_s,
+        "stages_s": timing,
+        "executor": ex.description,
+    }
+    return manifest
+
+
+def _encoder_report(job: Job, emitted: list[dict]) -> dict:
+    on_hf = sum(not r["tiktoken_shard"] for r in emitted if r["documents_out"])
+    return {
+        "backend": job.backend,
+        "why": job.extra["backend_why"],
+        "shards_on_tokenizers": on_hf if job.backend == "tiktoken" else len(emitted),
+        "fallback_docs": sum(r["fallback_docs"] for r in emitted),
+    }
+
+
+def _pin_work(work: Path, settings: dict, job: Job) -> None:
+    """Keep the work directory of an interrupted run only if it was made for this job."""
+    pin = {
+        "settings_sha256": settings["settings_sha256"],
+        "partitions": job.partitions,
+        "shard_mb": job.cfg.shard_mb,
+    }
+    f = work / "pin.json"
+    if f.is_file() and json.loads(f.read_text()) != pin:
+        log.info("%s: made with other --tasks/--shard-mb; starting the stages over", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(f, json.dumps(pin))
+
+
 STATE_FILE = ".prepare-state.json"
+
+
+def manifest_config(cfg: PrepareConfig) -> dict:
+    """The settings that decide the documents (not where or how fast the run went)."""
+    d = _jsonable(cfg)
+    for k in RUN_ONLY:
+        d.pop(k)
+    return d
 
 
 def _check_output(cfg: PrepareConfig) -> dict:
     """Refuse an output that cannot be written, or that holds another run's output; return
     the state to pin in it.
 
-    The tokenizer's resume keeps every complete part it finds, so without the settings check a
-    re-run with, say, another filter setting would silently mix the two runs' documents.
+    The resume keeps every completed task's output, so without the settings check a re-run
+    with, say, another filter setting would silently mix the two runs' documents.
     """
     _check_writable_dir(Path(cfg.output), "--output")
     if cfg.attributes_dir is not None:
         _check_writable_dir(Path(cfg.attributes_dir), "--attributes-dir")
-    settings = _jsonable(cfg)
-    for k in ("output", "workers", "attributes_dir"):  # do not change the documents
-        settings.pop(k)
+    settings = manifest_config(cfg)
     settings["input_files"] = [
         {"path": str(p), "bytes": p.stat().st_size} for p in map(Path, cfg.inputs)
     ]
@@ -507,6 +493,13 @@ def summary(manifest: dict) -> str:
     if f["paragraphs_removed"]:
         rows.append(("  duplicate paragraphs removed", f["paragraphs_removed"]))
     rows += [("documents out", f["documents_out"]), ("tokens out", manifest["tokens"])]
+    if enc := manifest["prepare"].get("encoder"):
+        used = enc["backend"]
+        if enc["backend"] == "tiktoken" and (enc["shards_on_tokenizers"] or enc["fallback_docs"]):
+            used += (
+                f" ({enc['shards_on_tokenizers']} shards, {enc['fallback_docs']} docs: tokenizers)"
+            )
+        rows.append(("encoder", used))
     if t:
         secs = t["total_s"]
         rows += [
@@ -514,6 +507,7 @@ def summary(manifest: dict) -> str:
             ("seconds (filter+dedup / tokenize)", f"{t['analyze_s']:.1f} / {t['tokenize_s']:.1f}"),
             ("MB/s end to end", f"{f['bytes_in'] / 1e6 / secs:.2f}"),
             ("tokens/s end to end", f"{manifest['tokens'] / secs:,.0f}"),
+            ("executor", t.get("executor", "")),
         ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{k:<{width}}  {v:>12}" for k, v in rows)

@@ -19,9 +19,11 @@ exist (the index is written after the tokens, each via `atomic_path`), by skippi
 documents as its index lists, and rewrites the rest byte-for-byte identically (the gzip
 header carries no timestamp).
 
-Parallelism: a process pool, each worker holding its own `tokenizers.Tokenizer` with Rust
-threading off, encodes chunks of documents with `encode_batch_fast` (no offsets); results
-come back in order (`pool.ordered_map`), so output does not depend on the worker count.
+Parallelism: a process pool, each worker holding its own encoder (`encoder.py`: tiktoken
+built from the same tokenizer.json where it provably gives the same ids, else `tokenizers`
+with Rust threading off), encodes chunks of documents; results come back in order
+(`pool.ordered_map`), so output does not depend on the worker count. `olmo2 prepare` writes
+its parts through `write_part` / `write_manifest` from its own `parts` stage.
 
 Note: like `tokenizers`' own `encode`, special-token strings that occur literally in a
 document's text (e.g. "<|endoftext|>") are matched as those special tokens.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import itertools
 import json
@@ -43,6 +46,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from olmo2.data.encoder import choose_backend, encoder
 from olmo2.data.pool import chunks_by_size, ordered_map
 from olmo2.utils import atomic_path, sha256_file
 
@@ -72,26 +76,22 @@ class _Part:
 
 # ---- workers -------------------------------------------------------------------------------
 
-_WORKER_TOK = None
+_WORKER_ENC = None
 _WORKER_EOS = 0
 
 
-def _init_worker(tokenizer_path: str, single_thread: bool = True) -> None:
-    global _WORKER_TOK, _WORKER_EOS
-    if single_thread:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one worker process = one core
-    from tokenizers import Tokenizer
-
-    _WORKER_TOK = Tokenizer.from_file(tokenizer_path)
-    _WORKER_EOS = _WORKER_TOK.token_to_id(EOS_TOKEN)
+def _init_worker(tokenizer_path: str, backend: str) -> None:
+    global _WORKER_ENC, _WORKER_EOS
+    _WORKER_ENC = encoder(tokenizer_path, backend)
+    _WORKER_EOS = _WORKER_ENC.hf.token_to_id(EOS_TOKEN)
 
 
 def _encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of `texts`, each followed by EOS, concatenated; plus per-document lengths."""
-    encs = _WORKER_TOK.encode_batch_fast(texts, add_special_tokens=False)
-    lens = np.fromiter((len(e.ids) + 1 for e in encs), dtype=np.int64, count=len(encs))
+    encs = _WORKER_ENC.encode(texts)
+    lens = np.fromiter((len(e) + 1 for e in encs), dtype=np.int64, count=len(encs))
     flat = np.fromiter(
-        itertools.chain.from_iterable(itertools.chain(e.ids, (_WORKER_EOS,)) for e in encs),
+        itertools.chain.from_iterable(itertools.chain(e, (_WORKER_EOS,)) for e in encs),
         dtype=np.int64,
         count=int(lens.sum()),
     )
@@ -100,6 +100,7 @@ def _encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def _encoded(docs: Iterator, tokenizer_path: str, num_workers: int) -> Iterator[tuple]:
     """Yield (document, token array incl. EOS) in input order (`pool.ordered_map`)."""
+    backend, _ = choose_backend(tokenizer_path)
     chunks = chunks_by_size(docs, CHUNK_CHARS, lambda d: len(d.text))
     yield from _split(
         ordered_map(
@@ -108,7 +109,7 @@ def _encoded(docs: Iterator, tokenizer_path: str, num_workers: int) -> Iterator[
             num_workers,
             send=lambda chunk: [d.text for d in chunk],
             initializer=_init_worker,
-            initargs=(tokenizer_path, num_workers > 1),  # 1 worker: let Rust use its threads
+            initargs=(tokenizer_path, backend),
         )
     )
 
@@ -123,7 +124,7 @@ def _split(results: Iterator[tuple]) -> Iterator[tuple]:
 # ---- state, resume -------------------------------------------------------------------------
 
 
-def _check_state(out: Path, state: dict) -> None:
+def check_state(out: Path, state: dict) -> None:
     """Refuse to mix settings with what is already in `out` (a finished or partial run)."""
     for name in (STATE_FILE, MANIFEST):
         f = out / name
@@ -177,16 +178,22 @@ def _skip_done(docs: Iterator, parts: list[dict], out: Path) -> int:
 
 
 def _write_part(out: Path, part: _Part, dtype) -> dict:
-    name = part_name(part.index)
     tokens = np.concatenate(part.arrays).astype(dtype) if part.arrays else np.zeros(0, dtype)
+    return write_part(out, part.index, tokens, part.rows)
+
+
+def write_part(out: Path, k: int, tokens: np.ndarray, rows: list) -> dict:
+    """Write part `k` (tokens, then its index, each atomically); return its counts + SHA-256."""
+    name = part_name(k)
     with atomic_path(out / f"{name}.npy") as tmp:
         tokens.tofile(tmp)
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(part.rows)
+    csv.writer(buf, lineterminator="\n").writerows(rows)
     with atomic_path(out / f"{name}.csv.gz") as tmp, open(tmp, "wb") as raw:
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
             gz.write(buf.getvalue().encode("utf-8"))
-    return {"documents": len(part.rows), "tokens": int(len(tokens))}
+    sha = hashlib.sha256(tokens.tobytes()).hexdigest()
+    return {"documents": len(rows), "tokens": int(len(tokens)), "sha256": sha}
 
 
 # ---- main entry ----------------------------------------------------------------------------
@@ -208,43 +215,15 @@ def tokenize_documents(
     module docstring. Raises ValueError for a vocabulary that does not fit `dtype`, a
     tokenizer without `<|endoftext|>`, or an output directory made with other settings.
     """
-    from tokenizers import Tokenizer
-
-    tok_path = Path(tokenizer_path)
-    if tok_path.is_dir():
-        tok_path = tok_path / "tokenizer.json"
-    if not tok_path.is_file():
-        raise FileNotFoundError(f"{tok_path}: tokenizer file not found")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)}")
-    if max_part_tokens < 1:
-        raise ValueError(f"max_part_tokens={max_part_tokens}: expected a positive number")
-    np_dtype = DTYPES[dtype]
-    tok = Tokenizer.from_file(str(tok_path))
-    vocab, eos = tok.get_vocab_size(with_added_tokens=True), tok.token_to_id(EOS_TOKEN)
-    if eos is None:
-        raise ValueError(f"{tok_path}: the tokenizer has no {EOS_TOKEN} token to end documents")
-    if vocab - 1 > np.iinfo(np_dtype).max:
-        raise ValueError(
-            f"{tok_path}: vocabulary of {vocab} ids does not fit dtype {dtype} "
-            f"(max id {np.iinfo(np_dtype).max}); use a wider dtype such as uint32"
-        )
+    state = tokenizer_state(tokenizer_path, dtype, max_part_tokens)
+    tok_path, np_dtype = Path(state["tokenizer"]), DTYPES[dtype]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {
-        "tokenizer": str(tok_path),
-        "tokenizer_sha256": sha256_file(tok_path),
-        "vocab_size": vocab,
-        "eos_token_id": eos,
-        "dtype": dtype,
-        "max_part_tokens": max_part_tokens,
-    }
-    _check_state(out, state)
+    check_state(out, state)
     with atomic_path(out / STATE_FILE) as tmp:
         tmp.write_text(json.dumps(state, indent=2))
 
-    for leftover in out.glob(".*.tmp-*"):  # temp files of a killed run (atomic_path names)
-        leftover.unlink()
+    remove_leftovers(out)
     parts = _completed_parts(out, np.dtype(np_dtype).itemsize)
     docs = iter(documents)
     skip = _skip_done(docs, parts, out)
@@ -262,10 +241,56 @@ def tokenize_documents(
     bar.close()
     if part.rows or not parts:
         parts.append(_write_part(out, part, np_dtype))
-    return _write_manifest(out, state, parts, manifest_extra)
+    return write_manifest(out, state, parts, manifest_extra)
 
 
-def _write_manifest(out: Path, state: dict, parts: list[dict], extra: dict | None) -> dict:
+def tokenizer_file(tokenizer_path: str | os.PathLike) -> Path:
+    tok_path = Path(tokenizer_path)
+    if tok_path.is_dir():
+        tok_path = tok_path / "tokenizer.json"
+    if not tok_path.is_file():
+        raise FileNotFoundError(f"{tok_path}: tokenizer file not found")
+    return tok_path
+
+
+def tokenizer_state(tokenizer_path: str | os.PathLike, dtype: str, max_part_tokens: int) -> dict:
+    """The settings pinned in the output (tokenizer path + SHA-256, vocabulary, EOS, dtype, part
+    size), after checking that they can work."""
+    from tokenizers import Tokenizer
+
+    tok_path = tokenizer_file(tokenizer_path)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(DTYPES)}")
+    if max_part_tokens < 1:
+        raise ValueError(f"max_part_tokens={max_part_tokens}: expected a positive number")
+    np_dtype = DTYPES[dtype]
+    tok = Tokenizer.from_file(str(tok_path))
+    vocab, eos = tok.get_vocab_size(with_added_tokens=True), tok.token_to_id(EOS_TOKEN)
+    if eos is None:
+        raise ValueError(f"{tok_path}: the tokenizer has no {EOS_TOKEN} token to end documents")
+    if vocab - 1 > np.iinfo(np_dtype).max:
+        raise ValueError(
+            f"{tok_path}: vocabulary of {vocab} ids does not fit dtype {dtype} "
+            f"(max id {np.iinfo(np_dtype).max}); use a wider dtype such as uint32"
+        )
+    return {
+        "tokenizer": str(tok_path),
+        "tokenizer_sha256": sha256_file(tok_path),
+        "vocab_size": vocab,
+        "eos_token_id": eos,
+        "dtype": dtype,
+        "max_part_tokens": max_part_tokens,
+    }
+
+
+def remove_leftovers(out: Path) -> None:
+    """Temp files of a killed run (`atomic_path` names)."""
+    for leftover in out.glob(".*.tmp-*"):
+        if leftover.is_file():
+            leftover.unlink()
+
+
+def write_manifest(out: Path, state: dict, parts: list[dict], extra: dict | None) -> dict:
     """Describe every part (counts, SHA-256) and the totals; remove stale later parts."""
     for k in itertools.count(len(parts)):  # leftovers of an earlier, longer run
         stale = [out / f"{part_name(k)}{s}" for s in (".npy", ".csv.gz")]
@@ -282,7 +307,7 @@ def _write_manifest(out: Path, state: dict, parts: list[dict], extra: dict | Non
                 "index": f"{name}.csv.gz",
                 "documents": p["documents"],
                 "tokens": p["tokens"],
-                "sha256": sha256_file(out / f"{name}.npy"),
+                "sha256": p.get("sha256") or sha256_file(out / f"{name}.npy"),
             }
         )
     manifest = {

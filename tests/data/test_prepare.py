@@ -259,11 +259,7 @@ def test_sigkill_then_rerun_gives_the_same_output(tmp_path, dolma2_path):
         [sys.executable, *common, "--output", str(out)], check=True, env=env, capture_output=True
     )
     for p in sorted(ref.iterdir()):
-        assert (out / p.name).read_bytes() == p.read_bytes() or p.name == "manifest.json", p.name
-    m_ref, m_out = (json.loads((d / "manifest.json").read_text()) for d in (ref, out))
-    for m in (m_ref, m_out):
-        del m["prepare"]["config"]["output"]
-    assert m_ref == m_out
+        assert (out / p.name).read_bytes() == p.read_bytes(), p.name
     assert sorted(x.name for x in out.iterdir()) == sorted(x.name for x in ref.iterdir())
 
 
@@ -354,7 +350,7 @@ def test_workers_die_with_a_sigkilled_prepare(tmp_path, dolma2_path):
     _huge_documents(src)
     cmd = [sys.executable, "-m", "olmo2", "prepare", "--input", str(src), "--output"]
     cmd += [str(tmp_path / "out"), "--tokenizer", str(dolma2_path), "--no-decontam"]
-    cmd += ["--workers", "3"]
+    cmd += ["--workers", "3", "--shard-mb", "1"]  # one shard per document
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
