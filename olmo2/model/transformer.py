@@ -22,6 +22,7 @@ H heads, K kv heads, E head dim, V vocab.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -84,11 +85,74 @@ def apply_rope(x_BHTE: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> to
     return (x * cos + torch.cat((-x2, x1), dim=-1) * sin).to(x_BHTE.dtype)
 
 
-def document_mask(doc_ids_BT: torch.Tensor) -> torch.Tensor:
-    """bool [B, 1, T, T]: causal, and only within the token's own document."""
-    T = doc_ids_BT.shape[1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids_BT.device).tril()
-    return (causal & (doc_ids_BT[:, :, None] == doc_ids_BT[:, None, :]))[:, None]
+@dataclass
+class Documents:
+    """Where the documents of a packed batch lie, for attention within each document without
+    a T×T mask (`document_attention`). Documents are grouped by their length rounded up
+    (to a quarter of its power of two, at least 16: at most 25% padding for long ones); a
+    group is a tensor of right-padded documents of L slots each.
+
+    Each group is (L, `take` [n·L]: the flat token index of each slot, a padded slot
+    repeating its document's last token, `real` [r]: the slots that hold tokens); `order`
+    [B·T] puts the groups' real slots, concatenated, back in token order."""
+
+    groups: list[tuple[int, torch.Tensor, torch.Tensor]]
+    order: torch.Tensor
+
+
+def documents(doc_ids_BT: torch.Tensor, min_len: int = 16) -> Documents:
+    """The `Documents` of `doc_ids` [B, T]: a document is a run of equal ids within a row
+    (every producer numbers documents in order, so equal ids are one run)."""
+    B, T = doc_ids_BT.shape
+    ids = doc_ids_BT.reshape(-1)
+    first = torch.ones_like(ids, dtype=torch.bool)
+    first[1:] = ids[1:] != ids[:-1]
+    first[::T] = True  # every row starts a document
+    starts = first.nonzero().squeeze(1)
+    lengths = torch.diff(starts, append=starts.new_tensor([B * T]))
+    step = (2 ** (lengths.float().log2().floor() - 2)).long().clamp(min=min_len)
+    padded = (lengths + step - 1) // step * step
+    groups, dest = [], []
+    for L in padded.unique().tolist():
+        s, n = starts[padded == L], lengths[padded == L]
+        slot = torch.arange(L, device=ids.device)[None]
+        take = (s[:, None] + torch.minimum(slot, n[:, None] - 1)).flatten()
+        real = (slot < n[:, None]).flatten().nonzero().squeeze(1)
+        groups.append((L, take, real))
+        dest.append(take[real])
+    return Documents(groups, torch.argsort(torch.cat(dest)))
+
+
+@torch.compiler.disable  # data-dependent shapes: run eagerly inside a compiled block
+def document_attention(q_BHTE, k_BKTE, v_BKTE, docs: Documents) -> torch.Tensor:
+    """Causal attention within documents, as the dense mask `causal & same document` gives,
+    in memory linear in T: each group of right-padded documents runs through SDPA with
+    `is_causal=True` (flash kernels; exact for the real tokens, which come before the
+    padding), then the real rows go back to their places. OLMo-core reaches the same with
+    flash-attn's varlen kernel (`cu_doc_lens`)."""
+    B, H, T, E = q_BHTE.shape
+    flat = [x.transpose(1, 2).reshape(B * T, x.shape[1], E) for x in (q_BHTE, k_BKTE, v_BKTE)]
+    out = []
+    for L, take, real in docs.groups:
+        # [n·L, heads, E] -> [n, heads, L, E]
+        q, k, v = (x.index_select(0, take).view(-1, L, x.shape[1], E).transpose(1, 2) for x in flat)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=H != k.shape[1])
+        out.append(y.transpose(1, 2).reshape(-1, H, E).index_select(0, real))
+    y = torch.cat(out).index_select(0, docs.order)  # [B·T, H, E]
+    return y.view(B, T, H, E).transpose(1, 2)
+
+
+def attend(q_BHTE, k_BKSE, v_BKSE, mask: torch.Tensor | Documents | None) -> torch.Tensor:
+    """SDPA: plain causal (mask None; a single query sees every key), within documents, or
+    any boolean mask [B, 1, T, S]."""
+    if isinstance(mask, Documents):
+        return document_attention(q_BHTE, k_BKSE, v_BKSE, mask)
+    gqa, T = k_BKSE.shape[1] != q_BHTE.shape[1], q_BHTE.shape[2]
+    if mask is None:
+        return F.scaled_dot_product_attention(
+            q_BHTE, k_BKSE, v_BKSE, is_causal=T > 1, enable_gqa=gqa
+        )
+    return F.scaled_dot_product_attention(q_BHTE, k_BKSE, v_BKSE, attn_mask=mask, enable_gqa=gqa)
 
 
 class Attention(nn.Module):
@@ -112,11 +176,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
-        gqa = c.n_kv_heads != c.n_heads
-        if mask is None:  # plain causal; a single query sees every key
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        y = attend(q, k, v, mask)
         return self.w_out(y.transpose(1, 2).reshape(B, T, c.d_model))
 
 
@@ -191,9 +251,10 @@ class Olmo2(nn.Module):
     ) -> torch.Tensor:
         """input_ids [B, T] -> logits [B, T, V].
 
-        - `positions` [B, T]: RoPE positions (default 0..T-1); `doc_ids` [B, T] (same id =
-          same document): intra-document causal attention; `attn_mask` bool [B, 1, T, T]:
-          any other pattern (the eval harness scores several continuations in one row).
+        - `positions` [B, T]: RoPE positions (default 0..T-1); `doc_ids` [B, T] (a run of
+          equal ids = one document): intra-document causal attention, without a T×T mask
+          (`document_attention`); `attn_mask` bool [B, 1, T, T]: any other pattern (the
+          eval harness scores several continuations in one row).
         - `cache`: incremental decoding; positions and mask come from it (`Cache`).
         - `logits_to_keep`: an int k > 0 keeps the last k positions ([B, k, V]); a bool
           [B, T] tensor keeps the positions it marks, as [N, V] in row-major order. Scorers
@@ -206,7 +267,7 @@ class Olmo2(nn.Module):
                 "a cache sets positions and mask; doc_ids and attn_mask exclude each other"
             )
         T = input_ids.shape[1]
-        mask = attn_mask if doc_ids is None else document_mask(doc_ids)
+        mask = attn_mask if doc_ids is None else documents(doc_ids)
         if cache is not None:
             positions, mask = cache.positions(T), cache.mask(T)
         elif positions is None:

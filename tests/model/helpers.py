@@ -64,3 +64,51 @@ def hf_twin(model: Olmo2):
     sd = {to_hf_key(k): v for k, v in model.state_dict().items()}
     hf.load_state_dict(sd, strict=True)
     return hf.eval()
+
+
+def random_documents(B: int, T: int, max_len: int, seed: int = 0) -> torch.Tensor:
+    """doc_ids [B, T]: documents of random lengths 1..max_len, numbered in order per row
+    (as the data loader numbers them)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, max_len + 1, (B * T,), generator=g)  # more than enough
+    ids = torch.repeat_interleave(torch.arange(B * T), lengths)[: B * T].view(B, T)
+    return ids - ids[:, :1]
+
+
+def peak_heap_bytes(fn) -> int:
+    """Peak bytes in use by the C heap (glibc `mallinfo2`: arena + mmapped chunks, where
+    torch's CPU tensors live) above the start, read after every aten op `fn` runs (forward
+    and backward; a `TorchDispatchMode` sees each one). Allocations freed inside one op are
+    not seen, only what ops leave behind: a T×T score or mask tensor would be. None where
+    the C library has no mallinfo2 (not glibc ≥ 2.33)."""
+    import ctypes
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Info(ctypes.Structure):
+        _fields_ = [
+            (n, ctypes.c_size_t)
+            for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        ]
+
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except AttributeError:
+        return None
+    mallinfo2.restype = Info
+
+    def in_use() -> int:
+        m = mallinfo2()
+        return m.uordblks + m.hblkhd
+
+    class Peak(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.peak = max(self.peak, in_use())
+            return out
+
+    mode = Peak()
+    start = mode.peak = in_use()
+    with mode:
+        fn()
+    return mode.peak - start
