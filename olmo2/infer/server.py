@@ -411,7 +411,7 @@ def create_app(
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
             raise APIError(413, f"request body over {limits.max_body_bytes} bytes")
-        raw = b""
+        raw = bytearray()
         async for chunk in request.stream():
             raw += chunk
             if len(raw) > limits.max_body_bytes:
