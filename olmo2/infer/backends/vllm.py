@@ -156,8 +156,8 @@ class VLLMBackend(Backend):
         except Exception as e:
             self._cleanup()
             raise BackendUnavailable(
-                f"vLLM failed to start on {self.path} ({type(e).__name__}: {e}); the engine "
-                f"core's log above says why. Installed as {INSTALL_HINT}?"
+                f"vLLM failed to start on {self.path}: {type(e).__name__}: {e} (the engine's "
+                f"log above has the details; vLLM is installed with {INSTALL_HINT})"
             ) from e
         self.start_s = time.perf_counter() - t0
         log.info("vLLM engine on %s started in %.1f s", self.path, self.start_s)
