@@ -55,6 +55,9 @@ SPLIT_OF_STEM = {
     "input_data": "train",
     "lambada_openai_test": "test",
     "validation_olmes_sample1000": "validation",
+    "math_test": "test",
+    "mbpp": "test",
+    "HumanEval.jsonl": "test",
 }
 
 
