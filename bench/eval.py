@@ -61,11 +61,26 @@ def checkpoint(size: str, tok, tmp: str, device: str):
     return model.to(device), path
 
 
-def bench_loglikelihood(args, ddir, tok) -> None:
-    from lm_eval.api.instance import Instance
+def race(size: str, tok, args, ours, theirs):
+    """(olmo2 seconds, lm-eval seconds, olmo2 outputs, lm-eval outputs): best of N of
+    `ours(model)` and `theirs(hflm)` on one random checkpoint, measured in the same run."""
     from lm_eval.models.huggingface import HFLM
 
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model, path = checkpoint(size, tok, tmp, args.device)
+        hflm = HFLM(pretrained=str(path), batch_size=args.batch_size, device=args.device,
+                    dtype="float32", max_length=2048)  # fmt: skip
+        t_ours = best_of(lambda: out.__setitem__("ours", ours(model)), args.repeats)
+        t_theirs = best_of(lambda: out.__setitem__("theirs", theirs(hflm)), args.repeats)
+    return t_ours, t_theirs, out["ours"], out["theirs"]
+
+
+def bench_loglikelihood(args, ddir, tok) -> None:
+    from lm_eval.api.instance import Instance
+
     pairs = requests(args.tasks, ddir, args.limit)
+    inst = [Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)]
     header(
         f"log-likelihood requests/s, fp32 {args.device}, {len(pairs)} requests of {', '.join(args.tasks)}"
     )
@@ -73,25 +88,12 @@ def bench_loglikelihood(args, ddir, tok) -> None:
         f"{'size':<6} {'olmo2 req/s':>12} {'lm-eval hf req/s':>17} {'ratio':>6} {'max |dlogp|':>12}"
     )
     for size in args.sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            model, path = checkpoint(size, tok, tmp, args.device)
-            hflm = HFLM(
-                pretrained=str(path),
-                batch_size=args.batch_size,
-                device=args.device,
-                dtype="float32",
-            )
-            inst = [Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)]
-            ours_out, theirs_out = [], []
-
-            def ours():
-                ours_out[:] = Harness(model, tok, progress=False).loglikelihood(pairs)
-
-            def theirs():
-                theirs_out[:] = hflm.loglikelihood(inst, disable_tqdm=True)
-
-            t_ours, t_theirs = best_of(ours, args.repeats), best_of(theirs, args.repeats)
-            diff = max(abs(a.logprob - b[0]) for a, b in zip(ours_out, theirs_out, strict=True))
+        t_ours, t_theirs, ours, theirs = race(
+            size, tok, args,
+            lambda m: Harness(m, tok, progress=False).loglikelihood(pairs),
+            lambda hf: hf.loglikelihood(inst, disable_tqdm=True),
+        )  # fmt: skip
+        diff = max(abs(a.logprob - b[0]) for a, b in zip(ours, theirs, strict=True))
         n = len(pairs)
         print(
             f"{size:<6} {n / t_ours:>12.1f} {n / t_theirs:>17.1f} {t_theirs / t_ours:>5.2f}x {diff:>12.2e}"
@@ -100,46 +102,29 @@ def bench_loglikelihood(args, ddir, tok) -> None:
 
 def bench_generate(args, ddir, tok) -> None:
     from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
 
     task = get_task("gsm8k::olmes")
-    reqs = [
-        replace(r, max_gen_toks=args.max_gen_toks)
-        for r in task.requests(task.docs(ddir, args.gen_limit))
-    ]
-    header(
-        f"greedy generation, fp32 {args.device}: {len(reqs)} GSM8K 8-shot prompts, <= {args.max_gen_toks} new tokens"
-    )
+    docs = task.docs(ddir, args.gen_limit)
+    reqs = [replace(r, max_gen_toks=args.max_gen_toks) for r in task.requests(docs)]
+    kw = {"until": list(reqs[0].stop), "max_gen_toks": args.max_gen_toks, "do_sample": False}
+    inst = [Instance("generate_until", {}, (r.context, kw), i) for i, r in enumerate(reqs)]
+    header(f"greedy generation, fp32 {args.device}: {len(reqs)} GSM8K 8-shot prompts, "
+           f"<= {args.max_gen_toks} new tokens")  # fmt: skip
     print(
         f"{'size':<6} {'olmo2 tok/s':>12} {'lm-eval hf tok/s':>17} {'ratio':>6} {'same text':>10}"
     )
     for size in args.sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            model, path = checkpoint(size, tok, tmp, args.device)
-            hflm = HFLM(pretrained=str(path), batch_size=args.batch_size, device=args.device,
-                        dtype="float32", max_length=2048)  # fmt: skip
-            kw = {
-                "until": list(reqs[0].stop),
-                "max_gen_toks": args.max_gen_toks,
-                "do_sample": False,
-            }
-            inst = [Instance("generate_until", {}, (r.context, kw), i) for i, r in enumerate(reqs)]
-            ours_out, theirs_out = [], []
-
-            def ours():
-                ours_out[:] = Harness(
-                    model, tok, batch_size=args.batch_size, progress=False
-                ).generate(reqs)
-
-            def theirs():
-                theirs_out[:] = hflm.generate_until(inst, disable_tqdm=True)
-
-            t_ours, t_theirs = best_of(ours, args.repeats), best_of(theirs, args.repeats)
-        ntok = sum(len(tok.encode(t)) for t in ours_out)
-        ntok_theirs = sum(len(tok.encode(t)) for t in theirs_out)
-        same = sum(a == b for a, b in zip(ours_out, theirs_out, strict=True))
-        print(f"{size:<6} {ntok / t_ours:>12.1f} {ntok_theirs / t_theirs:>17.1f} "
-              f"{(ntok / t_ours) / (ntok_theirs / t_theirs):>5.2f}x {same:>4}/{len(reqs)}")  # fmt: skip
+        t_ours, t_theirs, ours, theirs = race(
+            size, tok, args,
+            lambda m: Harness(m, tok, batch_size=args.batch_size, progress=False).generate(reqs),
+            lambda hf: hf.generate_until(inst, disable_tqdm=True),
+        )  # fmt: skip
+        rate = sum(len(tok.encode(t)) for t in ours) / t_ours
+        rate_theirs = sum(len(tok.encode(t)) for t in theirs) / t_theirs
+        same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+        print(
+            f"{size:<6} {rate:>12.1f} {rate_theirs:>17.1f} {rate / rate_theirs:>5.2f}x {same:>4}/{len(reqs)}"
+        )
 
 
 def bench_sandbox(args, ddir) -> None:
