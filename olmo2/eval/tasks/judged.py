@@ -16,6 +16,11 @@
   the math, reasoning and coding questions are graded with the general prompt too, since the
   GPT-4 reference answers FastChat adds for them are not in the shared data. Greedy decoding
   for every category (FastChat samples writing and roleplay at T 0.7).
+
+Safety (the model card's "Safety" column) is left out: Tülu 3 scores it with classifiers such
+as WildGuard (allenai/wildguard, a 7B Mistral fine-tune) over HarmBench, XSTest, WildJailbreak
+and similar prompt sets; running it would need those prompt sets and a 7B classifier (or a
+judge endpoint prompted as one), and no small public classifier reproduces its numbers.
 """
 
 from __future__ import annotations
