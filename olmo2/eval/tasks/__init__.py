@@ -31,6 +31,7 @@ def _leaf_factories() -> dict:
         hellaswag,
         judged,
         likelihood,
+        long_context,
         mmlu,
         mmlu_pro,
         qa,
@@ -39,7 +40,7 @@ def _leaf_factories() -> dict:
 
     out: dict = {}
     for mod in (arc, commonsense, hellaswag, winogrande, mmlu, likelihood, generative, qa,
-                agieval, mmlu_pro, code, judged):  # fmt: skip
+                agieval, mmlu_pro, code, judged, long_context):  # fmt: skip
         out.update(mod.TASKS)
     return out
 
@@ -77,6 +78,7 @@ TULU_3_DEV = (
 def _suites() -> dict[str, Suite]:
     from olmo2.eval.tasks.agieval import SUBTASKS as AGIEVAL
     from olmo2.eval.tasks.generative import BBH_SUBTASKS, MATH_SUBJECTS
+    from olmo2.eval.tasks.long_context import suites as long_context_suites
     from olmo2.eval.tasks.mmlu import SUBJECTS
     from olmo2.eval.tasks.mmlu_pro import CATEGORIES
 
@@ -109,6 +111,7 @@ def _suites() -> dict[str, Suite]:
     s.append(Suite("olmo_2_heldout::olmes", OLMO_2_HELDOUT, "macro"))
     s.append(Suite("olmo_2_generative::olmes", OLMO_2_GENERATIVE, "macro"))
     s.append(Suite("tulu_3_dev::olmes", TULU_3_DEV, "macro"))
+    s += [Suite(key, members, "macro") for key, members in long_context_suites()]
     return {x.key: x for x in s}
 
 
