@@ -47,7 +47,10 @@ class Executor:
 
     description = ""
 
-    def map(self, fn: Callable, job: Any, specs: list, name: str) -> Iterator[tuple[int, dict]]:
+    def map(
+        self, fn: Callable, job: Any, specs: list, names: list[str]
+    ) -> Iterator[tuple[int, dict]]:
+        """`names` label the tasks (`STAGE.NNNNN`) where the executor shows them."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -73,7 +76,7 @@ class LocalExecutor(Executor):
         self.workers = max(1, workers)
         self.description = f"local ({self.workers} process{'es' * (self.workers > 1)})"
 
-    def map(self, fn, job, specs, name):
+    def map(self, fn, job, specs, names):
         global _JOB
         _JOB = job  # set before the pool forks, so the workers inherit it
         try:
@@ -106,13 +109,14 @@ class RayExecutor(Executor):
         where = address or ("this session's Ray" if not self.owned else "a local Ray")
         self.description = f"ray ({where}, {cpus} CPUs)"
 
-    def map(self, fn, job, specs, name):
+    def map(self, fn, job, specs, names):
         ray = self.ray
-        remote = ray.remote(_call_ray).options(
-            name=f"olmo2.{name}", num_cpus=1, max_retries=self.max_retries
-        )
-        job_ref = ray.put(job)
-        pending = {remote.remote(job_ref, fn, spec): i for i, spec in enumerate(specs)}
+        remote, job_ref = ray.remote(_call_ray), ray.put(job)
+        pending = {}
+        for i, (spec, label) in enumerate(zip(specs, names)):
+            # The name shows in `ray list tasks` and as the worker's process title.
+            task = remote.options(name=f"olmo2.{label}", num_cpus=1, max_retries=self.max_retries)
+            pending[task.remote(job_ref, fn, spec)] = i
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -182,7 +186,8 @@ def run_stage(
         total=len(specs), initial=len(specs) - len(todo), desc=stage, unit=" tasks", mininterval=1
     )
     try:
-        for k, result in ex.map(_with_marker, job, items, stage):
+        names = [f"{stage}.{i:05d}" for i in todo]
+        for k, result in ex.map(_with_marker, job, items, names):
             results[todo[k]] = result
             bar.update(1)
     finally:

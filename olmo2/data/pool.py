@@ -86,6 +86,9 @@ def chunks_by_size(items: Iterable, limit: int, size: Callable[[Any], int]) -> I
 
 
 def _start_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:
+    # `Pool.terminate` ends workers with SIGTERM: take the default action, not a handler
+    # inherited from the parent (Ray's driver installs one that prints a stack trace).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(parent)
     if initializer is not None:
         initializer(*initargs)
