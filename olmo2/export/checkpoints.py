@@ -1,6 +1,7 @@
 """`olmo2 checkpoints DIR|HUB_ID`: list checkpoints (local directories or hub revisions) with
 their stage, step and tokens, parsed from the OLMo naming scheme
-`stage1-step{N}-tokens{B}B`, `stage2-ingredient{k}-step{N}-tokens{B}B`, `main`."""
+`stage1-step{N}-tokens{B}B`, `stage2-ingredient{k}-step{N}-tokens{B}B`, `main`, and the
+post-training stages' `sft-step{N}`, `dpo-step{N}`, `grpo-step{N}`."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+POST_STAGES = ("sft", "dpo", "grpo")
 _NAME = re.compile(
-    r"(?:(?P<stage>stage\d+)-)?(?:ingredient(?P<ingredient>\d+)-)?step(?P<step>\d+)"
-    r"(?:-tokens(?P<tokens>\d+)B)?"
+    rf"(?:(?P<stage>stage\d+|{'|'.join(POST_STAGES)})-)?"
+    r"(?:ingredient(?P<ingredient>\d+)-)?step(?P<step>\d+)(?:-tokens(?P<tokens>\d+)B)?"
 )
 
 
@@ -41,8 +43,15 @@ def parse_name(name: str) -> CheckpointRef:
     )
 
 
-def checkpoint_name(stage: int, step: int, tokens: int, ingredient: int | None = None) -> str:
-    """The OLMo revision name; tokens are rounded to whole billions as in the releases."""
+def checkpoint_name(
+    stage: int | str, step: int, tokens: int = 0, ingredient: int | None = None
+) -> str:
+    """The OLMo revision name of pretraining stage `stage` (tokens rounded to whole billions
+    as in the releases), or `{stage}-step{N}` for a post-training stage (`POST_STAGES`)."""
+    if isinstance(stage, str):
+        if stage not in POST_STAGES:
+            raise ValueError(f"post-training stage {stage!r}: expected one of {POST_STAGES}")
+        return f"{stage}-step{step}"
     ingr = f"ingredient{ingredient}-" if ingredient is not None else ""
     return f"stage{stage}-{ingr}step{step}-tokens{round(tokens / 1e9)}B"
 

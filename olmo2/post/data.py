@@ -30,6 +30,7 @@ from pathlib import Path
 from olmo2.post.losses import IGNORE
 from olmo2.post.rewards import check_dataset
 from olmo2.tokenizer import Tokenizer, render_chat
+from olmo2.train.config import check_batch
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ class PostDataSection:
     """Use only the first N rows (after reading all files)."""
     strict: bool = False
     """Stop at the first bad row with its row number instead of counting and skipping."""
+
+    def validate(self) -> None:
+        check_batch(self.global_batch_size, self.micro_batch_size, self.seq_len)
 
 
 class RowErrors:

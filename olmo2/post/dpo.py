@@ -1,8 +1,8 @@
 """`olmo2 dpo RECIPE.yaml [key=value ...]`: direct preference optimisation.
 
-Losses (`dpo.loss`, posttrain-eval-anchors §1.4): `dpo_norm` — sigmoid DPO on per-token
-*mean* response log-probs with β 5, the OLMo 2 / Tülu 3 recipe — and the standard sigmoid
-`dpo` on summed log-probs. Only the final assistant reply (+ EOS) is scored; the prompt,
+Losses (`dpo.loss`, allenai/open-instruct dpo_utils.py): `dpo_norm` — sigmoid DPO on
+per-token *mean* response log-probs with β 5, the OLMo 2 / Tülu 3 recipe (open-instruct
+docs/olmo2.md) — and the standard sigmoid `dpo` on summed log-probs. Only the final assistant reply (+ EOS) is scored; the prompt,
 earlier turns and padding are masked.
 
 The reference model is the starting checkpoint (`model.load_path`). Its log-probs are
@@ -24,10 +24,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
+from olmo2.post import common
+from olmo2.post.common import EpochSampler, PostConfig, SampledBatches, post_trainer
 from olmo2.post.data import (
     PostDataSection,
     RowErrors,
@@ -36,23 +37,10 @@ from olmo2.post.data import (
     preference_pair,
 )
 from olmo2.post.losses import DPO_LOSSES, IGNORE, dpo_loss, token_logps
-from olmo2.post.sft import (
-    PostConfig,
-    _post_trainer,
-    add_common_arguments,
-    begin,
-    fingerprint,
-    fit_and_report,
-    load_reference,
-    set_steps,
-    setup,
-)
 from olmo2.tokenizer import Tokenizer
-from olmo2.train import distributed as D
-from olmo2.train.config import (
-    TrainerSection,
-)
-from olmo2.train.trainer import Trainer
+from olmo2.train import distributed, setup
+from olmo2.train.config import TrainerSection
+from olmo2.train.trainer import Objective
 from olmo2.utils import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -75,8 +63,9 @@ class DPOSection:
 
 @dataclass
 class DPOConfig(PostConfig):
+    STAGE = "dpo"
     data: PostDataSection = field(default_factory=lambda: PostDataSection(seq_len=2048))
-    trainer: TrainerSection = _post_trainer("runs/dpo")
+    trainer: TrainerSection = post_trainer("runs/dpo")
     dpo: DPOSection = field(default_factory=DPOSection)
 
     def validate(self) -> None:
@@ -130,63 +119,19 @@ def collate_pairs(examples: list[PairExample], idx: list[int], pad: int) -> dict
     return out
 
 
-class PairBatches:
-    """Global batches of preference pairs (rank-local slices), order PCG64(seed + epoch);
-    with a reference cache, `ref_chosen`/`ref_rejected` [b, 2] = (Σ log-prob, tokens)."""
+def pair_sampler(examples: list[PairExample], data: PostDataSection) -> EpochSampler:
+    head = [e.chosen_ids[:8] for e in examples[:64]]
+    return EpochSampler(
+        len(examples), data.global_batch_size, data.seed, what="preference pairs", identity=(head,)
+    )
 
-    def __init__(
-        self, examples, global_batch_size, pad_id, seed=0, rank=0, world=1, ref_cache=None
-    ):
-        if global_batch_size % world:
-            raise ValueError(
-                f"data.global_batch_size={global_batch_size} is not divisible by the world size {world}"
-            )
-        if len(examples) < global_batch_size:
-            raise ValueError(
-                f"{len(examples)} usable pairs, fewer than one global batch ({global_batch_size})"
-            )
-        self.ex, self.B, self.pad, self.seed, self.rank, self.world = (
-            examples,
-            global_batch_size,
-            pad_id,
-            seed,
-            rank,
-            world,
-        )
-        self.ref = ref_cache
-        self.epoch, self.next_batch = 0, 0
-        self.fingerprint = fingerprint(
-            len(examples), global_batch_size, seed, [e.chosen_ids[:8] for e in examples[:64]]
-        )
 
-    def __iter__(self):
-        while True:
-            if (self.next_batch + 1) * self.B > len(self.ex):
-                self.epoch, self.next_batch = self.epoch + 1, 0
-            order = np.random.Generator(np.random.PCG64(self.seed + self.epoch)).permutation(
-                len(self.ex)
-            )
-            idx = [
-                int(i)
-                for i in order[self.next_batch * self.B : (self.next_batch + 1) * self.B][
-                    self.rank :: self.world
-                ]
-            ]
-            self.next_batch += 1
-            batch = collate_pairs(self.ex, idx, self.pad)
-            if self.ref is not None:
-                batch["ref_chosen"], batch["ref_rejected"] = self.ref[idx, 0], self.ref[idx, 1]
-            yield batch
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "next_batch": self.next_batch, "fingerprint": self.fingerprint}
-
-    def load_state_dict(self, sd: dict) -> None:
-        if sd.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                "the DPO data or batching changed since the checkpoint; refusing to resume on other data"
-            )
-        self.epoch, self.next_batch = int(sd["epoch"]), int(sd["next_batch"])
+def with_reference(batch: dict, ref_cache: torch.Tensor | None) -> dict:
+    """Add `ref_chosen`/`ref_rejected` [b, 2] = (Σ log-prob, tokens) from the cache."""
+    if ref_cache is not None:
+        idx = batch["index"]
+        batch["ref_chosen"], batch["ref_rejected"] = ref_cache[idx, 0], ref_cache[idx, 1]
+    return batch
 
 
 # ---- reference log-probs --------------------------------------------------------------------------
@@ -207,7 +152,9 @@ def reference_logps(
     """[N, 2, 2]: for each pair, (Σ log-prob, tokens) of chosen and of rejected."""
     out = torch.zeros(len(examples), 2, 2, dtype=torch.float64)
     for s in tqdm(
-        range(0, len(examples), batch_size), desc="reference log-probs", disable=not D.is_main()
+        range(0, len(examples), batch_size),
+        desc="reference log-probs",
+        disable=not distributed.is_main(),
     ):
         idx = list(range(s, min(s + batch_size, len(examples))))
         batch = {k: v.to(device) for k, v in collate_pairs(examples, idx, pad).items()}
@@ -227,18 +174,19 @@ def cache_key(cfg, tok: Tokenizer) -> str:
         else ("init", cfg.model.size, cfg.trainer.seed)
     )
     data = [sha256_file(p) for p in cfg.data.paths]
-    return fingerprint(
+    return common.fingerprint(
         CACHE_VERSION, weights, data, tok.backend.to_str(), cfg.data.seq_len, cfg.data.max_rows
     )
 
 
-def cached_reference(cfg, tok: Tokenizer, examples: list[PairExample], device) -> torch.Tensor:
+def cached_reference(post: common.Run, examples: list[PairExample]) -> torch.Tensor:
     """Load the reference cache, or compute it (rank 0 writes, then everyone reads)."""
+    cfg, tok, device = post.cfg, post.tok, post.start.device
     path = Path(cfg.dpo.cache_dir or cfg.trainer.run_dir) / f"ref_logps-{cache_key(cfg, tok)}.pt"
     if not path.is_file():
-        if D.is_main():
+        if distributed.is_main():
             t0 = time.perf_counter()
-            ref = load_reference(cfg, device)
+            ref = common.load_reference(post)
             values = reference_logps(
                 ref, examples, tok.pad_token_id, cfg.dpo.reference_batch_size, device
             )
@@ -252,7 +200,7 @@ def cached_reference(cfg, tok: Tokenizer, examples: list[PairExample], device) -
                 time.perf_counter() - t0,
                 path,
             )
-        D.barrier()
+        distributed.barrier()
     else:
         log.info("reference log-probs from cache %s", path)
     values = torch.load(path)
@@ -267,7 +215,7 @@ def cached_reference(cfg, tok: Tokenizer, examples: list[PairExample], device) -
 
 
 @dataclass
-class DPOObjective:
+class DPOObjective(Objective):
     """Sum of per-pair DPO losses; one unit per pair. Reference values come from the batch
     (`ref_chosen`/`ref_rejected` = (Σ log-prob, tokens)) or from a live `reference` model."""
 
@@ -304,38 +252,30 @@ class DPOObjective:
     def units(self, mb) -> int:
         return int(mb["chosen_ids"].shape[0])
 
+    def tokens(self, mb) -> int:
+        return mb["chosen_ids"].numel() + mb["rejected_ids"].numel()
+
 
 # ---- command ------------------------------------------------------------------------------------
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_common_arguments(p)
+    common.add_arguments(p, "dpo.beta=0.1 trainer.max_steps=10")
 
 
 def run(args) -> int:
-    if (b := begin(DPOConfig, args)) is None:
+    if (post := common.begin(DPOConfig, args, tokenize_pairs, "preference pairs")) is None:
         return 0
-    cfg, tok, errors, device, t0 = b.cfg, b.tok, b.errors, b.device, b.t0
-    examples = tokenize_pairs(tok, cfg.data, errors)
-    log.info("%d preference pairs; %s", len(examples), errors.summary())
-    if not examples:
-        raise ValueError(f"data.paths: no usable preference pairs ({errors.summary()})")
-    set_steps(cfg, len(examples), cfg.dpo.warmup_ratio)
-    ref_values = cached_reference(cfg, tok, examples, device) if cfg.dpo.reference_cache else None
-    data = PairBatches(
-        examples,
-        cfg.data.global_batch_size,
-        tok.pad_token_id,
-        cfg.data.seed,
-        D.rank(),
-        D.world_size(),
-        ref_values,
+    cfg, examples, pad = post.cfg, post.examples, post.tok.pad_token_id
+    common.set_steps(cfg, len(examples), cfg.dpo.warmup_ratio)
+    cache = cached_reference(post, examples) if cfg.dpo.reference_cache else None
+    data = SampledBatches(
+        pair_sampler(examples, cfg.data),
+        lambda idx: with_reference(collate_pairs(examples, idx, pad), cache),
     )
-    s = setup(cfg, tok)
-    live = None if cfg.dpo.reference_cache else load_reference(cfg, s.device)
-    objective = DPOObjective(cfg.dpo.loss, cfg.dpo.beta, live)
-    trainer = Trainer(cfg, s.model, data, objective=objective, tokenizer=tok)
-    return fit_and_report(
-        cfg, trainer, s.resume, t0, errors,
+    model = setup.build_model(cfg, post.start)
+    live = None if cfg.dpo.reference_cache else common.load_reference(post)
+    return common.fit(
+        post, model, data, DPOObjective(cfg.dpo.loss, cfg.dpo.beta, live),
         lambda last: f"; margin {last.get('rewards/margin', float('nan')):.4f}, accuracy {last.get('rewards/accuracy', float('nan')):.3f}",
     )  # fmt: skip

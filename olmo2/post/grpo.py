@@ -1,9 +1,10 @@
 """`olmo2 grpo RECIPE.yaml [key=value ...]`: RLVR with GRPO and verifiable rewards.
 
-Per rollout (posttrain-eval-anchors §1.5, the OLMo 2 1B GRPO recipe): take
-`data.global_batch_size` prompts, sample `grpo.num_samples` completions of each with the
-batched KV-cache generator (`olmo2.infer.generate.stream`, temperature 1), score them with
-the verifiers (`olmo2.post.rewards`: 10 × score, optional non-stop penalty), compute group
+Per rollout (the OLMo 2 1B GRPO recipe, allenai/open-instruct docs/olmo2.md and the legacy
+grpo_vllm_thread_ray_gtrl.py): take `data.global_batch_size` prompts, sample
+`grpo.num_samples` completions of each with the batched KV-cache generator
+(`olmo2.infer.generate.complete`, temperature 1, ending at EOS), score their text with the
+verifiers (`olmo2.post.rewards`: 10 × score, optional non-stop penalty), compute group
 advantages (r − mean)/(std + 1e-8), and take `grpo.mini_batches` optimizer steps on slices
 of the rollout with the clipped policy-ratio loss + β·k3 KL to the frozen starting policy
 (β 0.01). Prompt and padding tokens are masked. The rollout happens inside the data source,
@@ -31,12 +32,13 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from olmo2.infer.generate import SamplingConfig, stream
-from olmo2.post import rewards as R
+from olmo2.eval.harness import eval_mode
+from olmo2.infer.generate import SamplingConfig, complete
+from olmo2.post import common, rewards
+from olmo2.post.common import EpochSampler, PostConfig, post_trainer
 from olmo2.post.data import (
     BadRow,
     PostDataSection,
@@ -48,23 +50,10 @@ from olmo2.post.data import (
     write_jsonl,
 )
 from olmo2.post.losses import IGNORE, group_advantages, grpo_token_loss, token_logps
-from olmo2.post.sft import (
-    PostConfig,
-    _post_trainer,
-    begin,
-    fingerprint,
-    fit_and_report,
-    load_reference,
-    set_steps,
-    setup,
-)
 from olmo2.tokenizer import Tokenizer
-from olmo2.train import distributed as D
-from olmo2.train.config import (
-    ScheduleSection,
-    TrainerSection,
-)
-from olmo2.train.trainer import Trainer
+from olmo2.train import distributed, setup
+from olmo2.train.config import ScheduleSection, TrainerSection
+from olmo2.train.trainer import Objective
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +72,20 @@ class GRPOSection:
     """Optimizer steps per rollout, each on 1/mini_batches of its completions."""
     loss_norm: str = "token"
     """token | sequence"""
-    reward_scale: float = R.VERIFICATION_REWARD
+    reward_scale: float = rewards.VERIFICATION_REWARD
     non_stop_penalty: float | None = None
     """Reward of a response without EOS (None = score it normally)."""
 
 
 @dataclass
 class GRPOConfig(PostConfig):
+    STAGE = "grpo"
     data: PostDataSection = field(
         default_factory=lambda: PostDataSection(seq_len=2048, micro_batch_size=16)
     )
     """seq_len limits the prompt; global_batch_size counts prompts per rollout."""
     schedule: ScheduleSection = field(default_factory=lambda: ScheduleSection(name="constant"))
-    trainer: TrainerSection = _post_trainer("runs/grpo")
+    trainer: TrainerSection = post_trainer("runs/grpo")
     grpo: GRPOSection = field(default_factory=GRPOSection)
 
     def validate(self) -> None:
@@ -156,31 +146,23 @@ def sample_group(
     model, tok: Tokenizer, prompts: list[Prompt], g: GRPOSection, seed: int
 ) -> Rollout:
     """G completions per prompt (group-contiguous), scored and with group advantages."""
-    eos = tok.eos_token_id
-    prompt_ids = [p.ids for p in prompts for _ in range(g.num_samples)]
+    group = [p for p in prompts for _ in range(g.num_samples)]
+    prompt_ids = [p.ids for p in group]
     cfg = SamplingConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature, seed=seed)
-    was = model.training
-    model.eval()
-    out: list[list[int]] = [[] for _ in prompt_ids]
-    for step in stream(model, prompt_ids, cfg, stop_token_ids=[eos]):
-        for i, t in enumerate(step):
-            if t is not None:
-                out[i].append(t)
-    model.train(was)
-    finished = [bool(c) and c[-1] == eos for c in out]
-    rewards, scores = [], []
-    for i, c in enumerate(out):
-        row = prompts[i // g.num_samples].row
-        text = tok.decode(c, skip_special_tokens=True)
-        r, s = R.reward(
-            row.dataset, text, row.ground_truth, finished[i], g.non_stop_penalty, g.reward_scale
+    with eval_mode(model):
+        drains = complete(model, prompt_ids, cfg, tokenizer=tok, stop_token_ids=[tok.eos_token_id])
+    finished = [d.finish_reason == "stop" for d in drains]
+    scored = [
+        rewards.reward(
+            p.row.dataset, d.text, p.row.ground_truth, f, g.non_stop_penalty, g.reward_scale
         )
-        rewards.append(r)
-        scores.append(s)
-    rw = torch.tensor(rewards, dtype=torch.float32)
+        for p, d, f in zip(group, drains, finished)
+    ]
+    rw = torch.tensor([r for r, _ in scored], dtype=torch.float32)
     return Rollout(
-        prompt_ids, out, finished, rw, torch.tensor(scores), group_advantages(rw, g.num_samples)
-    )
+        prompt_ids, [d.tokens for d in drains], finished, rw,
+        torch.tensor([s for _, s in scored]), group_advantages(rw, g.num_samples),
+    )  # fmt: skip
 
 
 def rollout_tensors(ro: Rollout, pad: int) -> dict:
@@ -229,41 +211,21 @@ class RolloutBatches:
     def __init__(
         self, prompts: list[Prompt], tok: Tokenizer, policy, reference, cfg: GRPOConfig, device
     ):
-        self.prompts, self.tok, self.policy, self.ref, self.cfg, self.device = (
-            prompts,
-            tok,
-            policy,
-            reference,
-            cfg,
-            device,
-        )
-        self.B, self.world, self.rank = cfg.data.global_batch_size, D.world_size(), D.rank()
-        if self.B % self.world:
-            raise ValueError(
-                f"data.global_batch_size={self.B} is not divisible by the world size {self.world}"
-            )
-        if len(prompts) < self.B:
-            raise ValueError(f"{len(prompts)} usable prompts, fewer than one rollout ({self.B})")
-        self.epoch, self.next_batch, self.rollouts = 0, 0, 0
+        self.prompts, self.tok, self.policy, self.ref = prompts, tok, policy, reference
+        self.cfg, self.device, self.rank = cfg, device, distributed.rank()
+        head = [p.ids[:8] for p in prompts[:64]]
+        self.sampler = EpochSampler(
+            len(prompts), cfg.data.global_batch_size, cfg.data.seed,
+            what="GRPO prompts", identity=(head,),
+        )  # fmt: skip
+        self.rollouts = 0
         self.pending: list[dict] = []
-        self.fingerprint = fingerprint(
-            len(prompts), self.B, cfg.data.seed, [p.ids[:8] for p in prompts[:64]]
-        )
 
     def next_prompts(self) -> list[Prompt]:
-        if (self.next_batch + 1) * self.B > len(self.prompts):
-            self.epoch, self.next_batch = self.epoch + 1, 0
-        order = np.random.Generator(np.random.PCG64(self.cfg.data.seed + self.epoch)).permutation(
-            len(self.prompts)
-        )
-        idx = order[self.next_batch * self.B : (self.next_batch + 1) * self.B][
-            self.rank :: self.world
-        ]
-        self.next_batch += 1
-        return [self.prompts[int(i)] for i in idx]
+        return [self.prompts[i] for i in self.sampler.next_rows()]
 
     def rollout(self) -> list[dict]:
-        g, model = self.cfg.grpo, D.unwrap(self.policy)
+        g, model = self.cfg.grpo, distributed.unwrap(self.policy)
         seed = (self.cfg.data.seed * 1_000_003 + self.rollouts * 7919 + self.rank) % 2**62
         ro = sample_group(model, self.tok, self.next_prompts(), g, seed)
         self.rollouts += 1
@@ -294,7 +256,7 @@ class RolloutBatches:
         local = torch.tensor(
             [float(len(lens)), float(lens.sum())], dtype=torch.float64, device=self.device
         )
-        rows, tokens = D.all_reduce_sum(local).tolist()
+        rows, tokens = distributed.all_reduce_sum(local).tolist()
         return torch.full_like(lens, rows / max(tokens, 1.0)).float()
 
     def __iter__(self):
@@ -304,29 +266,15 @@ class RolloutBatches:
             yield self.pending.pop(0)
 
     def state_dict(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "next_batch": self.next_batch,
-            "rollouts": self.rollouts,
-            "pending": self.pending,
-            "fingerprint": self.fingerprint,
-        }
+        return {**self.sampler.state_dict(), "rollouts": self.rollouts, "pending": self.pending}
 
     def load_state_dict(self, sd: dict) -> None:
-        if sd.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                "the GRPO prompts or batching changed since the checkpoint; refusing to resume"
-            )
-        self.epoch, self.next_batch, self.rollouts = (
-            int(sd["epoch"]),
-            int(sd["next_batch"]),
-            int(sd["rollouts"]),
-        )
-        self.pending = list(sd["pending"])
+        self.sampler.load_state_dict(sd)
+        self.rollouts, self.pending = int(sd["rollouts"]), list(sd["pending"])
 
 
 @dataclass
-class GRPOObjective:
+class GRPOObjective(Objective):
     """Weighted sum of per-completion token-loss sums; one unit per completion."""
 
     clip_eps: float = 0.2
@@ -358,14 +306,7 @@ class GRPOObjective:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", nargs="?", help="YAML recipe (see recipes/)")
-    p.add_argument(
-        "overrides", nargs="*", help="dotted overrides, e.g. grpo.beta=0.05 trainer.max_steps=10"
-    )
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument(
-        "--strict", action="store_true", help="stop at the first bad data row (row number given)"
-    )
+    common.add_arguments(p, "grpo.beta=0.05 trainer.max_steps=10", recipe_optional=True)
     p.add_argument(
         "--make-gsm8k-prompts",
         metavar="OUT.jsonl",
@@ -403,11 +344,11 @@ def make_rows(args) -> int:
         )
         return 0
     task, out = args.make_synthetic
-    makers = {"add": R.addition_rows, "reverse": R.reverse_rows}
+    makers = {"add": rewards.addition_rows, "reverse": rewards.reverse_rows}
     if task not in makers:
         raise ValueError(f"--make-synthetic {task!r}: expected one of {', '.join(makers)}")
     rows = makers[task](args.n, args.seed)
-    write_jsonl(R.with_answers(rows) if args.with_answers else rows, out)
+    write_jsonl(rewards.with_answers(rows) if args.with_answers else rows, out)
     print(f"wrote {len(rows)} {task} {'SFT' if args.with_answers else 'prompt'} rows to {out}")
     return 0
 
@@ -417,20 +358,16 @@ def run(args) -> int:
         return make_rows(args)
     if args.recipe is None:
         raise ValueError("give a recipe (or --make-gsm8k-prompts / --make-synthetic)")
-    if (b := begin(GRPOConfig, args)) is None:
+    if (post := common.begin(GRPOConfig, args, tokenize_prompts, "prompts")) is None:
         return 0
-    cfg, tok, errors, t0 = b.cfg, b.tok, b.errors, b.t0
-    prompts = tokenize_prompts(tok, cfg.data, errors)
-    log.info("%d prompts; %s", len(prompts), errors.summary())
-    set_steps(cfg, len(prompts), None)
+    cfg, prompts = post.cfg, post.examples
+    common.set_steps(cfg, len(prompts), None)
     if cfg.data.epochs is not None:
         cfg.trainer.max_steps *= cfg.grpo.mini_batches
-    s = setup(cfg, tok)
-    data = RolloutBatches(prompts, tok, s.model, load_reference(cfg, s.device), cfg, s.device)
-    trainer = Trainer(
-        cfg, s.model, data, objective=GRPOObjective(cfg.grpo.clip_eps, cfg.grpo.beta), tokenizer=tok
-    )
-    return fit_and_report(
-        cfg, trainer, s.resume, t0, errors,
+    model = setup.build_model(cfg, post.start)
+    reference = common.load_reference(post)
+    data = RolloutBatches(prompts, post.tok, model, reference, cfg, post.start.device)
+    return common.fit(
+        post, model, data, GRPOObjective(cfg.grpo.clip_eps, cfg.grpo.beta),
         lambda last: f"; reward {last.get('reward', math.nan):.3f}, pass rate {last.get('pass_rate', math.nan):.3f}, kl {last.get('kl', math.nan):.4f}",
     )  # fmt: skip

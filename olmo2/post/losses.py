@@ -4,11 +4,11 @@ Shapes: `B` sequences, `T` positions, `V` vocabulary. Labels are already aligned
 logits (position t predicts labels[t]); −100 marks positions that do not count. Everything
 is computed in fp32.
 
-Sources (../shared/reference/posttrain-eval-anchors.md §1):
+Sources:
 - DPO: `loss = −logsigmoid(β·((π_c − π_r) − (ref_c − ref_r)))`, rewards `β·(π − ref)`;
   `dpo_norm` uses the per-token *mean* log-prob of each response for policy and reference
-  (open-instruct dpo_utils, Tülu 3 §4.3); `dpo` the sum.
-- GRPO (open-instruct legacy `grpo_vllm_thread_ray_gtrl`): advantages
+  (allenai/open-instruct dpo_utils.py; Tülu 3 paper §4.3); `dpo` the sum.
+- GRPO (allenai/open-instruct, legacy `grpo_vllm_thread_ray_gtrl.py`): advantages
   `(r − mean_group)/(std_group + 1e-8)`, per-token loss `max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)) +
   β·k3`, with k3 = `exp(−kl1) − 1 + kl1`, kl1 = logπ − logπ_ref (Schulman's k3 estimator).
 """

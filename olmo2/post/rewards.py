@@ -3,7 +3,7 @@
 Reward = 10 × verifier score (open-instruct `verification_reward` 10.0; the score is 1/0,
 or the satisfied fraction for IFEval), and responses that never emit EOS/stop get
 `non_stop_penalty` instead when it is set (−10 in the OLMo 2 7B/13B PPO runs, off for the
-1B GRPO run; posttrain-eval-anchors §1.5).
+1B GRPO run; allenai/open-instruct ground_truth_utils.py, docs/olmo2.md).
 
 Datasets:
 - `gsm8k`, `math`, `ifeval`: the evaluation checkers (`olmo2.eval.checkers.score_by_dataset`),

@@ -1,6 +1,6 @@
-"""Training checkpoints (DESIGN §3): a directory transformers loads as it is, plus train state.
+"""Training checkpoints: a directory transformers loads as it is, plus train state.
 
-    {run_dir}/stage1-step{N}-tokens{B}B/
+    {run_dir}/stage1-step{N}-tokens{B}B/    (post-training: sft-step{N}, dpo-step{N}, ...)
         config.json, model.safetensors      HF files (fp32 master weights), via hf.write_hf_files
         tokenizer.json ...                  when the run knows its tokenizer
         train_state/                        torch.distributed.checkpoint of model + optimizer
@@ -36,7 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
 from olmo2.export.checkpoints import parse_name
 from olmo2.model.config import ModelConfig
 from olmo2.model.hf import read_config, write_hf_files
-from olmo2.train import distributed as D
+from olmo2.train import distributed
 from olmo2.utils import _fsync_dir, sha256_file
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,15 @@ def save(
 ) -> Path:
     """Collective: every rank calls it. Returns the final checkpoint path."""
     final, tmp = run_dir / name, run_dir / f".{name}.tmp"
-    inner = D.unwrap(model)
-    if D.is_main():
+    inner = distributed.unwrap(model)
+    if distributed.is_main():
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / TRAIN_STATE).mkdir(parents=True)
-    D.barrier()
+    distributed.barrier()
     full = get_model_state_dict(
         inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
-    if D.is_main():
+    if distributed.is_main():
         write_hf_files(
             _FullModel(inner.config, full), tmp, tokenizer=tokenizer, dtype=torch.float32
         )
@@ -86,9 +86,9 @@ def save(
     with warnings.catch_warnings():  # "assuming the intent is to save in a single process"
         warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
         dcp.save(state, checkpoint_id=str(tmp / TRAIN_STATE))
-    torch.save(rank_state, tmp / TRAIN_STATE / f"rank{D.rank()}.pt")
-    D.barrier()
-    if D.is_main():
+    torch.save(rank_state, tmp / TRAIN_STATE / f"rank{distributed.rank()}.pt")
+    distributed.barrier()
+    if distributed.is_main():
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         meta = {**meta, "files": {str(p.relative_to(tmp)): sha256_file(p) for p in files}}
         (tmp / META).write_text(json.dumps(meta, indent=1))
@@ -97,7 +97,7 @@ def save(
         os.replace(tmp, final)
         _fsync_dir(run_dir)
         log.info("saved checkpoint %s", final)
-    D.barrier()
+    distributed.barrier()
     return final
 
 
@@ -120,7 +120,7 @@ def latest(run_dir: Path) -> Path | None:
 
 
 def prune(run_dir: Path, keep_last: int | None) -> None:
-    if keep_last is None or not D.is_main():
+    if keep_last is None or not distributed.is_main():
         return
     for p in list_complete(run_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
@@ -172,7 +172,7 @@ def load(
         raise ValueError(
             f"{path}: no {TRAIN_STATE}/ (an HF-only directory); use model.reset_trainer_state=true"
         )
-    inner = D.unwrap(model)
+    inner = distributed.unwrap(model)
     state = {"model": get_model_state_dict(inner)}
     if optimizer is not None:
         state["optim"] = get_optimizer_state_dict(inner, optimizer)
@@ -185,6 +185,6 @@ def load(
     set_model_state_dict(inner, state["model"])
     if optimizer is not None:
         set_optimizer_state_dict(inner, optimizer, state["optim"])
-    f = ts / f"rank{D.rank()}.pt"
+    f = ts / f"rank{distributed.rank()}.pt"
     f = f if f.is_file() else ts / "rank0.pt"
     return torch.load(f, weights_only=False) if f.is_file() else None

@@ -8,11 +8,16 @@ sections below) and get the same YAML/override/dry-run behaviour:
 
 Unknown keys raise `ValueError` naming the key and suggesting the closest one (difflib); a
 value of the wrong type raises `ValueError` naming the key, the expected and the given type.
-Recipe facts are OLMo 2's (../shared/reference/olmo-training-anchors.md §2).
+Each section checks its own values (`validate()`), and `load_config` runs the check of every
+section before the config's own, so every command that reuses a section (`olmo2 train`,
+`sft`, `dpo`, `grpo`) rejects the same bad values with the same message. `add_arguments` /
+`from_args` are the recipe / overrides / `--dry-run` command line every training command
+takes. Recipe defaults are OLMo 2's (allenai/OLMo configs/official-0425/OLMo2-1B-stage1.yaml).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import types
@@ -34,7 +39,8 @@ class ModelSection:
     """HF checkpoint dir to start from. With train_state/ (a stage-1 checkpoint) the optimizer
     moments come too; with `reset_trainer_state` only the weights are used."""
     reset_trainer_state: bool = False
-    """Weights only: fresh optimizer, step counter and data position (continued pretraining)."""
+    """Weights only: fresh optimizer, step counter and data position (continued pretraining).
+    Post-training always starts so."""
     d_model: int | None = None
     n_layers: int | None = None
     n_heads: int | None = None
@@ -81,6 +87,11 @@ class DataSection:
     tokenizer: str | None = None
     """tokenizer.json, needed to turn eval nats into bits per byte."""
 
+    def validate(self) -> None:
+        check_batch(self.global_batch_size, self.micro_batch_size, self.seq_len)
+        if self.label_mask_paths and len(self.label_mask_paths) != len(self.paths):
+            raise ValueError("data.label_mask_paths must give one mask file per data.paths entry")
+
 
 @dataclass
 class OptimSection:
@@ -98,6 +109,10 @@ class OptimSection:
     fused: bool = True
     """torch's fused AdamW kernel (CPU and CUDA)."""
 
+    def validate(self) -> None:
+        if len(self.betas) != 2:
+            raise ValueError(f"optim.betas must have 2 values, got {self.betas}")
+
 
 @dataclass
 class ScheduleSection:
@@ -112,6 +127,9 @@ class ScheduleSection:
     """WSD: length of the final linear decay."""
     lr_from_checkpoint: bool = False
     """Stage 2: the start LR is the LR of the loaded checkpoint's last step."""
+
+    def validate(self) -> None:
+        choice("schedule.name", self.name, ("cosine", "linear", "constant", "wsd"))
 
 
 @dataclass
@@ -128,9 +146,14 @@ class TrainerSection:
     seed: int = 0
     """Model init and torch RNG seed."""
     compile: bool = False
+    """torch.compile every transformer block."""
     activation_checkpointing: bool = False
     eval_interval: int = 0
     """Steps between in-loop evaluations (0 = only at the end if eval_paths are given)."""
+
+    def validate(self) -> None:
+        choice("trainer.precision", self.precision, ("fp32", "bf16"))
+        choice("trainer.device", self.device, ("auto", "cpu", "cuda"))
 
 
 @dataclass
@@ -163,6 +186,11 @@ class DistributedSection:
     param_dtype: str = "bf16"
     """FSDP2 parameter dtype in forward/backward (gradients are reduced in fp32)."""
 
+    def validate(self) -> None:
+        choice("distributed.strategy", self.strategy, ("auto", "none", "ddp", "fsdp"))
+        choice("distributed.backend", self.backend, ("auto", "gloo", "nccl"))
+        choice("distributed.param_dtype", self.param_dtype, ("bf16", "fp32"))
+
 
 @dataclass
 class TrainConfig:
@@ -176,25 +204,18 @@ class TrainConfig:
     distributed: DistributedSection = field(default_factory=DistributedSection)
 
     def validate(self) -> None:
-        d, t = self.data, self.trainer
-        if d.global_batch_size <= 0 or d.micro_batch_size <= 0 or d.seq_len < 2:
-            raise ValueError(
-                "data.global_batch_size, data.micro_batch_size must be > 0, seq_len >= 2"
-            )
-        if t.max_steps <= 0:
-            raise ValueError(f"trainer.max_steps must be > 0, got {t.max_steps}")
-        _choice("schedule.name", self.schedule.name, ("cosine", "linear", "constant", "wsd"))
-        _choice("trainer.precision", t.precision, ("fp32", "bf16"))
-        _choice("trainer.device", t.device, ("auto", "cpu", "cuda"))
-        _choice("distributed.strategy", self.distributed.strategy, ("auto", "none", "ddp", "fsdp"))
-        _choice("distributed.param_dtype", self.distributed.param_dtype, ("bf16", "fp32"))
-        if len(self.optim.betas) != 2:
-            raise ValueError(f"optim.betas must have 2 values, got {self.optim.betas}")
-        if d.label_mask_paths and len(d.label_mask_paths) != len(d.paths):
-            raise ValueError("data.label_mask_paths must give one mask file per data.paths entry")
+        if self.trainer.max_steps <= 0:
+            raise ValueError(f"trainer.max_steps must be > 0, got {self.trainer.max_steps}")
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+def check_batch(global_batch_size: int, micro_batch_size: int, seq_len: int) -> None:
+    if global_batch_size <= 0 or micro_batch_size <= 0 or seq_len < 2:
+        raise ValueError(
+            "data.global_batch_size and data.micro_batch_size must be > 0, data.seq_len >= 2"
+        )
+
+
+def choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
 
@@ -298,10 +319,41 @@ def load_config(cls: type[T], yaml_path: str | Path | None, overrides: list[str]
         except yaml.YAMLError as e:
             raise ValueError(f"{p}: not valid YAML: {e}") from None
     cfg = apply_overrides(from_dict(cls, d), list(overrides))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Any) -> None:
+    """Every section's own check, then the config's (cross-section rules)."""
+    for f in dataclasses.fields(cfg):
+        section = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(section) and hasattr(section, "validate"):
+            section.validate()
     if hasattr(cfg, "validate"):
         cfg.validate()
-    return cfg
 
 
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# ---- the command line of every training command ----------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser, example: str, recipe_optional: bool = False) -> None:
+    """`RECIPE.yaml [key=value ...] [--dry-run]`; `example` shows two overrides."""
+    p.add_argument(
+        "recipe", nargs="?" if recipe_optional else None, help="YAML recipe (see recipes/)"
+    )
+    p.add_argument("overrides", nargs="*", help=f"dotted overrides, e.g. {example}")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def from_args(cls: type[T], args: argparse.Namespace, extra: list[str] = ()) -> T | None:
+    """The config of `args.recipe` with `args.overrides`, then `extra` overrides; None after
+    printing it with --dry-run."""
+    cfg = load_config(cls, args.recipe, [*args.overrides, *extra])
+    if args.dry_run:
+        print(dump_yaml(cfg), end="")
+        return None
+    return cfg

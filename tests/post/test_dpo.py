@@ -14,11 +14,12 @@ from olmo2.model.hf import load_model
 from olmo2.post.data import BadRow, PostDataSection, RowErrors, preference_pair
 from olmo2.post.dpo import (
     DPOObjective,
-    PairBatches,
     PairExample,
     collate_pairs,
+    pair_sampler,
     reference_logps,
     tokenize_pairs,
+    with_reference,
 )
 from tests.post.helpers import tiny_checkpoint, tiny_tokenizer, write_jsonl
 
@@ -66,7 +67,8 @@ def test_cached_reference_equals_live_reference(tmp_path, loss):
     ex = tokenize_pairs(tok, PostDataSection(paths=[str(path)], seq_len=64), RowErrors())
     policy, ref = _model(0), _model(1)
     cache = reference_logps(ref, ex, tok.pad_token_id, batch_size=3, device="cpu")
-    batch = next(iter(PairBatches(ex, 8, tok.pad_token_id, ref_cache=cache)))
+    idx = pair_sampler(ex, PostDataSection(global_batch_size=8)).next_rows()
+    batch = with_reference(collate_pairs(ex, idx, tok.pad_token_id), cache)
     cached, m1 = DPOObjective(loss, 0.5).loss(policy, batch)
     live, m2 = DPOObjective(loss, 0.5, reference=ref).loss(policy, batch)
     assert cached.item() == pytest.approx(live.item(), rel=1e-5)
@@ -139,7 +141,7 @@ def test_dpo_cli_raises_margin_and_counts_bad_rows(tmp_path, capsys):
     assert m[0]["rewards/margin"] == pytest.approx(0.0, abs=1e-5)  # policy == reference at step 1
     assert m[-1]["rewards/margin"] > 0.05 and m[-1]["loss"] < m[0]["loss"]
     assert len(list((tmp_path / "run").glob("ref_logps-*.pt"))) == 1
-    ckpt = max((tmp_path / "run").glob("stage1-step*"))
+    ckpt = max((tmp_path / "run").glob("dpo-step*"))
     assert load_model(ckpt).config.d_model == 32
     assert olmo2_main(dpo_args(tmp_path / "strict", init, data, "--strict")) == 2
     assert "row 9: empty chosen/rejected" in capsys.readouterr().err

@@ -9,32 +9,32 @@ import pytest
 import torch
 
 from olmo2.cli import main as olmo2_main
-from olmo2.post import rewards as R
+from olmo2.post import rewards
 from olmo2.post.data import BadRow, PostDataSection, RowErrors, gsm8k_prompt_rows, prompt_row
 from olmo2.post.grpo import GRPOObjective, Rollout, rollout_tensors, tokenize_prompts
 from tests.post.helpers import tiny_checkpoint, tiny_tokenizer, write_jsonl
 
 
 def test_rewards_and_synthetic_tasks():
-    assert R.reward("add", "the sum is 12", "12") == (10.0, 1.0)
-    assert R.reward("add", "12 then 13", "12") == (0.0, 0.0)  # the last integer counts
-    assert R.reward("add", "12", "12", finished=False, non_stop_penalty=-10.0) == (-10.0, 1.0)
-    assert R.reward("reverse", " cba ", "cba")[0] == 10.0
-    rows = R.addition_rows(50, seed=7)
-    assert rows == R.addition_rows(50, seed=7) and rows != R.addition_rows(50, seed=8)
+    assert rewards.reward("add", "the sum is 12", "12") == (10.0, 1.0)
+    assert rewards.reward("add", "12 then 13", "12") == (0.0, 0.0)  # the last integer counts
+    assert rewards.reward("add", "12", "12", finished=False, non_stop_penalty=-10.0) == (-10.0, 1.0)
+    assert rewards.reward("reverse", " cba ", "cba")[0] == 10.0
+    rows = rewards.addition_rows(50, seed=7)
+    assert rows == rewards.addition_rows(50, seed=7) and rows != rewards.addition_rows(50, seed=8)
     for r in rows:
         a, b = map(int, r["messages"][0]["content"].rstrip("=").split("+"))
         assert 0 <= a <= 9 and 0 <= b <= 9 and r["ground_truth"] == str(a + b)
-    rev = R.reverse_rows(5, seed=1)[0]
+    rev = rewards.reverse_rows(5, seed=1)[0]
     assert rev["messages"][0]["content"] == "reverse " + rev["ground_truth"][::-1]
     with pytest.raises(ValueError, match="unknown verifier"):
-        R.score("nope", "x", "y")
+        rewards.score("nope", "x", "y")
 
 
 def test_gsm8k_reward_uses_eval_checkers():
     pytest.importorskip("olmo2.eval.checkers")
-    assert R.reward("gsm8k", "48 + 24 = 72. So the answer is 72.", "72")[0] == 10.0
-    assert R.reward("gsm8k", "So the answer is 71.", "72")[0] == 0.0
+    assert rewards.reward("gsm8k", "48 + 24 = 72. So the answer is 72.", "72")[0] == 10.0
+    assert rewards.reward("gsm8k", "So the answer is 71.", "72")[0] == 0.0
 
 
 def test_gsm8k_prompt_rows(data_dir):
@@ -46,7 +46,7 @@ def test_gsm8k_prompt_rows(data_dir):
 
 def test_prompt_bad_rows(tmp_path):
     tok = tiny_tokenizer()
-    rows = R.addition_rows(3) + [
+    rows = rewards.addition_rows(3) + [
         {
             "messages": [{"role": "user", "content": "q"}],
             "ground_truth": "1",
@@ -154,7 +154,7 @@ def test_sft_then_grpo_raises_reward_on_addition(tmp_path):
         f"trainer.run_dir={tmp_path / 'sft'}", "trainer.max_steps=100", "optim.lr=3e-3", "data.seq_len=32",
         "data.global_batch_size=50", "data.micro_batch_size=50", "sft.reduction=mean", *_common(),
     ]) == 0  # fmt: skip
-    ckpt = max((tmp_path / "sft").glob("stage1-*"))
+    ckpt = max((tmp_path / "sft").glob("sft-step*"))
     assert olmo2_main([
         "grpo", "recipes/demo-grpo.yaml", f"model.load_path={ckpt}", f"data.paths=[{tmp_path / 'p.jsonl'}]",
         f"trainer.run_dir={tmp_path / 'grpo'}", "trainer.max_steps=40", "optim.lr=1e-3", "grpo.max_new_tokens=3",

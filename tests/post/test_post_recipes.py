@@ -24,7 +24,7 @@ def test_post_recipe_loads(name):
 
 
 def test_published_post_training_hyperparameters():
-    """posttrain-eval-anchors §1.3-1.5 (OLMo 2 1B, open-instruct docs/olmo2.md)."""
+    """OLMo 2 1B SFT, DPO and GRPO (allenai/open-instruct docs/olmo2.md)."""
     sft = load_config(SFTConfig, RECIPES / "olmo2-1b-sft.yaml")
     assert (sft.optim.lr, sft.data.global_batch_size, sft.data.seq_len, sft.data.epochs) == (
         3e-5,

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from olmo2.post import rewards as R
+from olmo2.post import rewards
 from tests.post.helpers import tiny_checkpoint, write_jsonl
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -26,7 +26,7 @@ def _data(tmp_path, cmd):
     elif cmd == "dpo":
         rows = [{"prompt": f"say {w}", "chosen": w, "rejected": f"{w} {w} bad"} for w in WORDS]
     else:
-        rows = R.addition_rows(12, seed=3)
+        rows = rewards.addition_rows(12, seed=3)
     return write_jsonl(tmp_path / f"{cmd}.jsonl", rows)
 
 

@@ -12,7 +12,7 @@ from olmo2.cli import main as olmo2_main
 from olmo2.model.hf import load_model
 from olmo2.post.data import PostDataSection, RowErrors, encode_labelled
 from olmo2.post.losses import IGNORE
-from olmo2.post.sft import SFTBatches, SFTExample, SFTObjective, tokenize_sft
+from olmo2.post.sft import SFTExample, SFTObjective, collate_sft, sft_sampler, tokenize_sft
 from olmo2.tokenizer import EOS_TOKEN
 from tests.post.helpers import tiny_checkpoint, tiny_tokenizer, write_jsonl
 
@@ -87,7 +87,7 @@ def test_sft_objective_sum_and_mean_reduction():
     ids1, lab1, _ = encode_labelled(tok, CHAT, 512)
     ids2, lab2, _ = encode_labelled(tok, CHAT[1:3], 512)
     ex = [SFTExample(ids1, lab1), SFTExample(ids2, lab2)]
-    batch = SFTBatches(ex, 2, 512, tok.pad_token_id).collate([[0], [1]])
+    batch = collate_sft(ex, [[0], [1]], tok.pad_token_id)
     torch.manual_seed(0)
     logits = torch.randn(*batch["input_ids"].shape, 300)
     model = lambda ids, doc_ids=None: logits  # noqa: E731
@@ -109,10 +109,10 @@ def test_packing_keeps_examples_apart():
     tok = tiny_tokenizer()
     exs = [SFTExample(*encode_labelled(tok, CHAT[1:3], 512)[:2]) for _ in range(5)]
     n = len(exs[0].ids)
-    data = SFTBatches(exs, 1, 2 * n + 1, tok.pad_token_id, packing=True)
-    rows = data.rows(0)
+    data = PostDataSection(seq_len=2 * n + 1, global_batch_size=1)
+    rows = sft_sampler(exs, data, packing=True).rows(0)
     assert sorted(i for r in rows for i in r) == list(range(5)) and len(rows) == 3
-    b = data.collate(rows[:1])
+    b = collate_sft(exs, rows[:1], tok.pad_token_id, packed_len=2 * n + 1)
     assert (
         b["doc_ids"][0, :n].eq(0).all()
         and b["doc_ids"][0, n : 2 * n].eq(1).all()
@@ -136,7 +136,7 @@ def test_sft_cli_runs_and_saves_hf_checkpoint(tmp_path):
     ]
     data = write_jsonl(tmp_path / "sft.jsonl", rows)
     assert olmo2_main(sft_args(tmp_path, init, data, "optim.lr=1e-2")) == 0
-    ckpts = sorted(p for p in (tmp_path / "run").iterdir() if p.name.startswith("stage"))
+    ckpts = sorted((tmp_path / "run").glob("sft-step*"))
     assert ckpts and (ckpts[-1] / "tokenizer.json").is_file()
     model = load_model(ckpts[-1])
     assert model.config.vocab_size == 320
@@ -154,7 +154,7 @@ def test_sft_output_loads_in_transformers_and_runs_eval_chat_and_chat(
     rows = [{"instruction": f"say {w}", "output": w} for w in ["hi", "hello", "fox", "dog"]]
     data = write_jsonl(tmp_path / "sft.jsonl", rows)
     assert olmo2_main(sft_args(tmp_path, init, data, steps=2)) == 0
-    ckpt = max((tmp_path / "run").glob("stage1-step*"))
+    ckpt = max((tmp_path / "run").glob("sft-step*"))
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     hf = transformers.AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
     with torch.no_grad():

@@ -136,48 +136,6 @@ def test_stage2_optimizer_moments_restored(tmp_path, data):
         assert torch.equal(names1[name].detach(), p.detach())
 
 
-def test_in_loop_bits_per_byte(tmp_path, dolma2_path):
-    """With a tokenizer, held-out eval reports bits per byte = nats / (bytes · ln 2)."""
-    from olmo2.tokenizer import Tokenizer
-    from olmo2.train.trainer import TokenFileEval
-
-    tok = Tokenizer.from_file(dolma2_path)
-    ids = np.array(
-        tok.encode("The quick brown fox jumps over the lazy dog. " * 40), dtype=np.uint32
-    )
-    ids = np.minimum(ids, 511)  # the debug model's vocabulary
-    ids.tofile(tmp_path / "val.npy")
-    ev = TokenFileEval([str(tmp_path / "val.npy")], seq_len=32, max_chunks=4, tokenizer=tok)
-
-    class _T:  # the two attributes TokenFileEval reads from a Trainer
-        model = _debug_model()
-        device = torch.device("cpu")
-
-        @staticmethod
-        def autocast():
-            import contextlib
-
-            return contextlib.nullcontext()
-
-    out = ev(_T())
-    chunks = torch.from_numpy(ids[: 4 * 32].astype(np.int64)).view(4, 32)
-    with torch.no_grad():
-        logp = _T.model(chunks)[:, :-1].log_softmax(-1).gather(-1, chunks[:, 1:, None]).squeeze(-1)
-    nbytes = ev.token_bytes[chunks[:, 1:]]  # UTF-8 length per token (0 = special)
-    scored = nbytes > 0
-    ref = float(-logp[scored].sum()) / (float(nbytes.sum()) * math.log(2))
-    assert out["eval/val/bpb"] == pytest.approx(ref, rel=1e-5)
-    assert out["eval/val/ce"] == pytest.approx(float(-logp.mean()), rel=1e-5)
-
-
-def _debug_model():
-    from olmo2.model.config import ModelConfig
-    from olmo2.model.transformer import Olmo2
-
-    torch.manual_seed(0)
-    return Olmo2.build(ModelConfig.debug())
-
-
 def test_activation_checkpointing_and_bf16(tmp_path, data):
     train(tmp_path / "ref", data, steps=3)
     train(tmp_path / "ac", data, "trainer.activation_checkpointing=true", steps=3)
