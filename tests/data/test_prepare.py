@@ -369,3 +369,15 @@ def test_workers_die_with_a_sigkilled_prepare(tmp_path, dolma2_path):
     finally:
         with contextlib.suppress(ProcessLookupError):  # clean up whatever is left
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ray_executor_without_ray_says_how_to_install(tmp_path, dolma2_path, monkeypatch, capsys):
+    p = tmp_path / "a.jsonl"
+    _write(p, [{"text": "one fine document"}])
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    args = ["prepare", "--input", str(p), "--output", str(tmp_path / "out"), "--no-decontam"]
+    assert main(args + ["--tokenizer", str(dolma2_path), "--executor", "ray"]) == 2
+    assert "pip install 'olmo2[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert main(args + ["--tokenizer", str(dolma2_path), "--ray-address", "auto"]) == 2
+    assert "--ray-address needs --executor ray" in capsys.readouterr().err
