@@ -3,13 +3,16 @@
 1. `olmo2 serve` on loopback: throughput (generated tokens/s) and p50/p95 request latency at
    1, 8 and 32 concurrent clients, with continuous batching (--max-batch 32) and sequential
    serving (--max-batch 1), same model, same requests.
+1b. The same load streamed, with `logprobs` off and on (5 alternatives per token, issue 20):
+   tokens/s, p50/p95 latency and time to first token (client side: request sent -> first
+   chunk with text), and the on/off throughput ratio (target: at most 10% slower).
 2. Decode tokens/s at batch 1: olmo2 fp32, olmo2 int8 (`--quantize int8`), and llama.cpp
    (`llama-cpp-python`, if installed) on the GGUF export of the same weights (f32 and q8_0).
 
 The model is a random OLMo 2 with the dolma2 tokenizer (d256, 4 layers, 100,352 vocab: 53M
 parameters, half of them the LM head); speed does not depend on what the weights learned.
 
-    .venv/bin/python bench/serve.py [--sections serve,decode] [--out /tmp/olmo2-bench]
+    .venv/bin/python bench/serve.py [--sections serve,logprobs,decode] [--out /tmp/olmo2-bench]
 """
 
 from __future__ import annotations
@@ -81,29 +84,58 @@ def start_server(ckpt: Path, max_batch: int):
     raise RuntimeError("server did not start")
 
 
-def load_test(base: str, name: str, clients: int, n_requests: int, max_tokens: int):
+def _percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def load_test(
+    base: str,
+    name: str,
+    clients: int,
+    n_requests: int,
+    max_tokens: int,
+    logprobs: int | None = None,
+    stream: bool = False,
+) -> dict:
+    """Tokens/s over the run, p50/p95 latency, and (streamed) p50/p95 time to first token."""
     import openai
 
     client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=600)
 
     def one(i: int):
         t0 = time.perf_counter()
-        r = client.completions.create(
-            model=name,
-            prompt=f"Request {i}: once upon a time",
-            max_tokens=max_tokens,
-            temperature=0,
-        )
-        return time.perf_counter() - t0, r.usage.completion_tokens
+        kw = dict(
+            model=name, prompt=f"Request {i}: once upon a time", max_tokens=max_tokens,
+            temperature=0, logprobs=logprobs,
+        )  # fmt: skip
+        if not stream:
+            r = client.completions.create(**kw)
+            return time.perf_counter() - t0, None, r.usage.completion_tokens
+        first, tokens = None, 0
+        for chunk in client.completions.create(
+            **kw, stream=True, stream_options={"include_usage": True}
+        ):
+            if chunk.choices and chunk.choices[0].text and first is None:
+                first = time.perf_counter() - t0
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+        return time.perf_counter() - t0, first, tokens
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(one, range(n_requests)))
     wall = time.perf_counter() - t0
-    lat = sorted(r[0] for r in results)
-    tokens = sum(r[1] for r in results)
-    p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
-    return tokens / wall, statistics.median(lat), p95
+    lat = [r[0] for r in results]
+    ttft = [r[1] for r in results if r[1] is not None]
+    out = {
+        "tps": sum(r[2] for r in results) / wall,
+        "p50": statistics.median(lat),
+        "p95": _percentile(lat, 0.95),
+    }
+    if ttft:
+        out |= {"ttft_p50": statistics.median(ttft), "ttft_p95": _percentile(ttft, 0.95)}
+    return out
 
 
 def bench_serve(ckpt: Path, n_requests: int, max_tokens: int) -> None:
@@ -115,11 +147,43 @@ def bench_serve(ckpt: Path, n_requests: int, max_tokens: int) -> None:
         try:
             load_test(base, ckpt.name, 4, 4, 4)  # warm-up
             for clients in (1, 8, 32):
-                tps, p50, p95 = load_test(base, ckpt.name, clients, n_requests, max_tokens)
-                print(f"| {label} | {clients} | {tps:.0f} | {p50:.2f} | {p95:.2f} |", flush=True)
+                r = load_test(base, ckpt.name, clients, n_requests, max_tokens)
+                row = f"| {label} | {clients} | {r['tps']:.0f} | {r['p50']:.2f} | {r['p95']:.2f} |"
+                print(row, flush=True)
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def bench_logprobs(ckpt: Path, n_requests: int, max_tokens: int, repeats: int) -> None:
+    """Streamed completions at 1, 8, 32 clients, logprobs off and on, best of `repeats`
+    (highest tokens/s; the rest of that run's row beside it), the two interleaved."""
+    print(f"\n## serve, streamed: {n_requests} requests per run, {max_tokens} tokens, greedy\n")
+    print(
+        "| clients | logprobs | tokens/s | p50 latency s | p95 latency s | TTFT p50 s | TTFT p95 s |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    proc, base = start_server(ckpt, 32)
+    try:
+        load_test(base, ckpt.name, 4, 4, 4, logprobs=5, stream=True)  # warm-up
+        for clients in (1, 8, 32):
+            best: dict[str, dict] = {}
+            for _ in range(repeats):
+                for label, lp in (("off", None), ("5", 5)):
+                    r = load_test(base, ckpt.name, clients, n_requests, max_tokens, lp, True)
+                    if label not in best or r["tps"] > best[label]["tps"]:
+                        best[label] = r
+            for label, r in best.items():
+                print(
+                    f"| {clients} | {label} | {r['tps']:.0f} | {r['p50']:.2f} | {r['p95']:.2f} "
+                    f"| {r['ttft_p50']:.3f} | {r['ttft_p95']:.3f} |",
+                    flush=True,
+                )
+            ratio = best["5"]["tps"] / best["off"]["tps"]
+            print(f"| {clients} | on/off | {ratio:.2f}x | | | | |", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 # ---- 2. decode speed ---------------------------------------------------------------------------
@@ -172,7 +236,7 @@ def bench_decode(ckpt: Path, out: Path, n: int, repeats: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sections", default="serve,decode")
+    p.add_argument("--sections", default="serve,logprobs,decode")
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "olmo2-bench"))
     p.add_argument("--requests", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=32)
@@ -185,6 +249,8 @@ def main() -> None:
     sections = args.sections.split(",")
     if "serve" in sections:
         bench_serve(ckpt, args.requests, args.max_tokens)
+    if "logprobs" in sections:
+        bench_logprobs(ckpt, args.requests, args.max_tokens, args.repeats)
     if "decode" in sections:
         bench_decode(ckpt, out, 64, args.repeats)
 

@@ -72,16 +72,19 @@ class Logprobs:
     top: list[tuple[int, float]]
 
 
-def position_logprobs(logits_NV: torch.Tensor, tokens_N: torch.Tensor, k: int) -> list[Logprobs]:
-    """Log-probs of `tokens` under each row of logits, and each row's top-k alternatives. The
-    token's comes from `token_logps`; an alternative's is its logit less the same logsumexp
-    (`logit[token] - logp[token]`), so both agree with every other scorer."""
+def position_logprobs(
+    logits_NV: torch.Tensor, tokens_N: torch.Tensor, k: int, top=None
+) -> list[Logprobs]:
+    """Log-probs of `tokens` under each row of logits, and each row's top-k alternatives
+    (`top`: `logits_NV.topk(k)` when the caller has it). The token's comes from `token_logps`;
+    an alternative's is its logit less the same logsumexp (`logit[token] - logp[token]`), so
+    both agree with every other scorer."""
     lp_N = token_logps(logits_NV, tokens_N)
     lse_N = logits_NV.gather(1, tokens_N[:, None]).squeeze(1).float() - lp_N
     lps, toks = lp_N.tolist(), tokens_N.tolist()
     if k == 0:
         return [Logprobs(t, lp, []) for t, lp in zip(toks, lps)]
-    top_v, top_i = logits_NV.topk(k, dim=-1)
+    top_v, top_i = logits_NV.topk(k, dim=-1) if top is None else top
     top_lp = (top_v.float() - lse_N[:, None]).tolist()
     return [
         Logprobs(t, lp, list(zip(ids, vals)))
@@ -266,7 +269,7 @@ class Engine:
                 if self.slots[i] is req:
                     self._finish(i, "error")
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _prefill(self, slot: int, req: Request) -> None:
         n = len(req.prompt)
         dev = self.cache.k.device
@@ -293,7 +296,7 @@ class Engine:
         self.cache.load(slot, pre, n)
         self._emit_rows([slot], logits[-1:])
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _decode_step(self) -> None:
         for i, r in enumerate(self.slots):
             if r is not None and r.cancelled:
@@ -323,17 +326,27 @@ class Engine:
         """Sample each row with its own settings (greedy rows with one argmax), work out the
         log-probs of the rows that asked in one call, hand the tokens over."""
         reqs = [self.slots[i] for i in rows]
-        toks = logits_BV.argmax(-1)
+        asked = [j for j, r in enumerate(reqs) if r.logprobs is not None]
+        k = max((reqs[j].logprobs for j in asked), default=0)
+        top = None
+        if k and len(asked) == len(rows):  # every row's top-k: its first is the greedy token
+            top = logits_BV.topk(k, dim=-1)
+            toks = top.indices[:, 0].clone()
+        else:
+            toks = logits_BV.argmax(-1)
         for j, r in enumerate(reqs):
             if r.sampling.temperature > 0:
                 toks[j] = sample(logits_BV[j : j + 1], r.sampling, r.generator)[0]
         lps: list[Logprobs | None] = [None] * len(rows)
-        asked = [j for j, r in enumerate(reqs) if r.logprobs is not None]
         if asked:
-            k = max(reqs[j].logprobs for j in asked)
-            sel = torch.tensor(asked, device=toks.device)
-            for j, lp in zip(asked, position_logprobs(logits_BV[sel], toks[sel], k)):
-                lps[j] = Logprobs(lp.token, lp.logprob, lp.top[: reqs[j].logprobs])
+            if len(asked) == len(rows):
+                found = position_logprobs(logits_BV, toks, k, top)
+            else:
+                sel = torch.tensor(asked, device=toks.device)
+                found = position_logprobs(logits_BV[sel], toks[sel], k)
+            for j, lp in zip(asked, found):
+                n = reqs[j].logprobs
+                lps[j] = lp if n == k else Logprobs(lp.token, lp.logprob, lp.top[:n])
         for i, tok, lp in zip(rows, toks.tolist(), lps):
             self._emit(i, tok, lp)
 

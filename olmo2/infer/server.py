@@ -499,9 +499,9 @@ def add_arguments(p) -> None:
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
 
 
-def run(args) -> int:
-    import uvicorn
-
+def api_key_for(args) -> str | None:
+    """--api-key, else $OLMO2_API_KEY, else None; warn when a keyless server is reachable from
+    beyond this machine."""
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if api_key is None and not is_loopback(args.host):
         log.warning(
@@ -510,6 +510,13 @@ def run(args) -> int:
             args.host,
             API_KEY_ENV,
         )
+    return api_key
+
+
+def run(args) -> int:
+    import uvicorn
+
+    api_key = api_key_for(args)
     model, tok = load_for_inference(
         args.model, args.revision, args.dtype, args.device, args.quantize
     )

@@ -18,6 +18,11 @@ def model(request):
     return random_model(CONFIGS[request.param], seed=3)
 
 
+@pytest.fixture(scope="module")
+def gqa_model():
+    return random_model(CONFIGS["gqa"], seed=3)
+
+
 def _prompts(n, vocab, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [
@@ -127,9 +132,10 @@ def _collect(engine, prompt, n, **kw):
     return toks, lps, reason[0], req
 
 
-def test_logprobs_and_echo_are_the_forwards_token_logps(model):
+def test_logprobs_and_echo_are_the_forwards_token_logps(gqa_model):
     """Generated tokens' log-probs and the prompt's (echo) equal token_logps over one forward
     of prompt + completion; top-k lists are sorted and start with the greedy token."""
+    model = gqa_model
     prompt = _prompts(1, model.config.vocab_size, seed=9)[0] + [3, 4]
     engine = Engine(model, EngineConfig(max_batch=2, max_len=64)).start()
     try:
@@ -153,7 +159,8 @@ def test_logprobs_and_echo_are_the_forwards_token_logps(model):
     assert all(len(p.top) == 2 for p in req0.prompt_logprobs[1:])
 
 
-def test_bad_ids_are_refused_and_a_failing_request_fails_alone(model):
+def test_bad_ids_are_refused_and_a_failing_request_fails_alone(gqa_model):
+    model = gqa_model
     engine = Engine(model, EngineConfig(max_batch=4, max_len=64))
     V = model.config.vocab_size
     for bad in ([10**9, 5], [-1, 5], [5, V]):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -47,6 +49,36 @@ def start_server(path, *args: str, env: dict | None = None):
         time.sleep(0.1)
     proc.kill()
     pytest.fail("server did not come up")
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    model, tok, name: str, api_key: str | None = None, max_len: int = 256, **limits
+):
+    """The same app on uvicorn in a thread of this process (no second torch import): a real
+    HTTP server on a free loopback port. Yields the base URL."""
+    import uvicorn
+
+    from olmo2.infer.engine import Engine, EngineConfig
+    from olmo2.infer.server import ServerLimits, create_app
+
+    engine = Engine(model, EngineConfig(max_batch=MAX_BATCH, max_len=max_len)).start()
+    app = create_app(engine, tok, name, ServerLimits(**limits), api_key)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(300):
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        engine.stop()
 
 
 def stop_server(proc) -> str:

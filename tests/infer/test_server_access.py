@@ -1,27 +1,26 @@
-"""`olmo2 serve --api-key` / $OLMO2_API_KEY and the Prometheus `/metrics` behind it: a real
-server process on 127.0.0.1, the `openai` client, and prometheus_client's own parser."""
+"""`olmo2 serve --api-key` / $OLMO2_API_KEY and the Prometheus `/metrics` behind it: the app
+on uvicorn on 127.0.0.1, the `openai` client, and prometheus_client's own parser."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import argparse
+import logging
 
 import httpx
 import openai
 import pytest
 
-from olmo2.infer.server import is_loopback
-from tests.infer.test_server import start_server, stop_server
+from olmo2.infer.server import add_arguments, api_key_for, is_loopback
+from tests.infer.test_server import serve_in_thread
 
 KEY = "sk-test-0123456789"
 
 
 @pytest.fixture(scope="module")
 def keyed(dolma2_ckpt):
-    _, _, path = dolma2_ckpt
-    base, proc = start_server(path, "--max-len", "128", env={"OLMO2_API_KEY": KEY})
-    yield base, path.name
-    stop_server(proc)
+    model, tok, path = dolma2_ckpt
+    with serve_in_thread(model, tok, path.name, api_key=KEY, max_len=128) as base:
+        yield base, path.name
 
 
 def _routes(name):
@@ -104,19 +103,22 @@ def test_metrics_in_prometheus_text_format(keyed, dolma2_tok):
     assert after["olmo2_requests_running[]"] == 0 and after["olmo2_requests_waiting[]"] == 0
 
 
-def test_warning_when_bound_beyond_loopback_without_a_key(tmp_path):
+def test_key_from_the_environment_and_the_warning(monkeypatch, caplog):
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
-    # the warning comes before the model loads: a missing model makes the command end there
-    cmd = [
-        sys.executable,
-        "-m",
-        "olmo2.cli",
-        "serve",
-        "--model",
-        str(tmp_path / "none"),
-        "--host",
-        "0.0.0.0",
-    ]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0 and "without an API key" in run.stderr, run.stderr[-2000:]
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+
+    def args(*extra):
+        return p.parse_args(["--model", "m", *extra])
+
+    monkeypatch.delenv("OLMO2_API_KEY", raising=False)
+    with caplog.at_level(logging.WARNING, logger="olmo2.infer.server"):
+        assert api_key_for(args()) is None and not caplog.records  # loopback: no warning
+        assert api_key_for(args("--host", "0.0.0.0")) is None
+    assert "without an API key" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("OLMO2_API_KEY", KEY)
+    with caplog.at_level(logging.WARNING, logger="olmo2.infer.server"):
+        assert api_key_for(args("--host", "0.0.0.0")) == KEY and not caplog.records
+    assert api_key_for(args("--api-key", "other")) == "other"  # the flag wins

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.infer.test_server import start_server, stop_server
+from tests.infer.test_server import serve_in_thread
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
@@ -146,13 +146,17 @@ def _reply(browser, n: int, state: str = "done"):
 
 
 def test_chat_page_streams_multi_turn_replies_and_stops(dolma2_ckpt, tmp_path, tmp_path_factory):
-    _, _, path = dolma2_ckpt
-    base, proc = start_server(path, "--max-len", "1024", "--max-tokens", "1000")
+    model, tok, path = dolma2_ckpt
+    with serve_in_thread(model, tok, path.name, max_len=1024, max_tokens=1000) as base:
+        _chat_in_the_browser(base, path.name, tmp_path, tmp_path_factory)
+
+
+def _chat_in_the_browser(base: str, name: str, tmp_path, tmp_path_factory) -> None:
     browser = Browser(tmp_path / "profile")
     try:
         browser.open(base + "/")
         model = "document.getElementById('model').textContent"
-        assert browser.until(f"{model} !== 'connecting…' && {model}") == path.name
+        assert browser.until(f"{model} !== 'connecting…' && {model}") == name
         # settings: a system prompt, greedy decoding, short replies
         browser.click("#settings summary")
         browser.js("document.getElementById('temperature').value = '0'")
@@ -173,7 +177,7 @@ def test_chat_page_streams_multi_turn_replies_and_stops(dolma2_ckpt, tmp_path, t
             messages.append({"role": "user", "content": text})
             want = httpx.post(
                 base + "/v1/chat/completions",
-                json={"model": path.name, "messages": messages, "max_tokens": 12, "temperature": 0},
+                json={"model": name, "messages": messages, "max_tokens": 12, "temperature": 0},
                 timeout=60,
             ).json()["choices"][0]["message"]["content"]
             assert reply == want
@@ -200,4 +204,3 @@ def test_chat_page_streams_multi_turn_replies_and_stops(dolma2_ckpt, tmp_path, t
         print(f"screenshot: {out / 'chat_page.png'}")
     finally:
         browser.close()
-        stop_server(proc)

@@ -1,7 +1,8 @@
 """lm-evaluation-harness against `olmo2 serve`: its `local-completions` backend scores a local
 multiple-choice task through `/v1/completions` (`echo` + `logprobs`, `max_tokens: 1`, batched
 token-id prompts) and gets the log-likelihoods of olmo2's own harness; `local-chat-completions`
-runs a small generation task through `/v1/chat/completions`. Loopback only, offline."""
+runs a small generation task through `/v1/chat/completions`. The app on uvicorn on 127.0.0.1,
+offline."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ lm_eval = pytest.importorskip("lm_eval")
 pytest.importorskip("tenacity", reason="lm-eval's API backends need lm-eval[api]")
 
 from olmo2.eval.harness import Harness  # noqa: E402
-from tests.infer.test_server import start_server, stop_server  # noqa: E402
+from tests.infer.test_server import serve_in_thread  # noqa: E402
 
 ROWS = [
     {"q": "Is fire hot?", "choices": ["yes", "no"], "label": 0, "a": "yes"},
@@ -55,9 +56,8 @@ def tasks(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(dolma2_ckpt):
     model, tok, path = dolma2_ckpt
-    base, proc = start_server(path, "--max-len", "256")
-    yield base, model, tok, path
-    stop_server(proc)
+    with serve_in_thread(model, tok, path.name) as base:
+        yield base, model, tok, path
 
 
 def test_local_completions_loglikelihoods_equal_the_harness(served, tasks):
