@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 
 import httpx
 import openai
@@ -64,9 +65,30 @@ def test_openai_client_with_and_without_the_key(keyed):
     assert good.completions.create(model=name, prompt="hi", max_tokens=2).usage.total_tokens > 0
 
 
-def test_metrics_in_prometheus_text_format(keyed, dolma2_tok):
-    from prometheus_client.parser import text_string_to_metric_families
+def _samples(text: str) -> dict[str, float]:
+    """Prometheus text format -> {name + sorted labels: value}, by prometheus_client's own
+    parser when installed, else by the format's grammar (prometheus.io/docs/instrumenting/
+    exposition_formats): `# HELP`/`# TYPE` lines, then `name{label="value",...} number`."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("# HELP ") or line.startswith("# TYPE "):
+                continue
+            m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
+            assert m, line
+            labels = sorted(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m[2] or ""))
+            out[m[1] + str(labels)] = float(m[3])
+        return out
+    return {
+        s.name + str(sorted(s.labels.items())): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
+
+def test_metrics_in_prometheus_text_format(keyed, dolma2_tok):
     base, name = keyed
     client = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0, timeout=60)
     ok = {"Authorization": f"Bearer {KEY}"}
@@ -74,11 +96,7 @@ def test_metrics_in_prometheus_text_format(keyed, dolma2_tok):
     def scrape() -> dict:
         r = httpx.get(base + "/metrics", headers=ok)
         assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
-        return {
-            s.name + str(sorted(s.labels.items())): s.value
-            for fam in text_string_to_metric_families(r.text)
-            for s in fam.samples
-        }
+        return _samples(r.text)
 
     before = scrape()
     for i in range(3):
