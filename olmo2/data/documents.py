@@ -30,6 +30,9 @@ from typing import BinaryIO
 
 import zstandard
 
+from olmo2.data import fs
+from olmo2.data.fs import Location
+
 log = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst", ".ndjson")
@@ -62,7 +65,7 @@ _STEM_SUFFIXES = sorted(JSONL_SUFFIXES + TEXT_SUFFIXES + (".json",), key=len, re
 
 def file_stem(path: str | os.PathLike) -> str:
     """`a/b/gutenberg_en_train.jsonl.gz` -> `gutenberg_en_train`."""
-    name = Path(path).name
+    name = fs.name(fs.location(path))
     for suffix in _STEM_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
@@ -109,24 +112,32 @@ class _ZstdFrames(io.RawIOBase):
         return b"".join(out)
 
 
-def _compression(path: Path) -> str:
-    return {".gz": "gzip", ".zst": "zstd"}.get(path.suffix, "plain")
+def _compression(path: Location) -> str:
+    return {".gz": "gzip", ".zst": "zstd"}.get(Path(fs.name(path)).suffix, "plain")
 
 
-def _open_binary(path: Path) -> tuple[BinaryIO, BinaryIO]:
-    """The decompressed bytes of a file, and the raw file under them (its position says how
-    far reading got); closing the first closes both."""
-    kind = _compression(path)
+class _GzipFrom(gzip.GzipFile):
+    """A GzipFile over a file object that it also closes."""
+
+    def close(self) -> None:
+        raw = self.fileobj
+        super().close()
+        if raw is not None:
+            raw.close()
+
+
+def _open_binary(path: Location) -> tuple[BinaryIO, BinaryIO]:
+    """The decompressed bytes of a file (local or an fsspec URL), and the raw file under them
+    (its position says how far reading got); closing the first closes both."""
+    kind, raw = _compression(path), fs.open_binary(path)
     if kind == "gzip":
-        f = gzip.open(path, "rb")
-        return f, f.fileobj
-    raw = open(path, "rb")  # noqa: SIM115 - closed through the returned stream
+        return _GzipFrom(fileobj=raw, mode="rb"), raw
     return (io.BufferedReader(_ZstdFrames(raw)) if kind == "zstd" else raw), raw
 
 
 def open_text(path: str | os.PathLike) -> io.TextIOBase:
     """Open a possibly gzip/zstd-compressed file as UTF-8 text."""
-    return io.TextIOWrapper(_open_binary(Path(path))[0], encoding="utf-8")
+    return io.TextIOWrapper(_open_binary(fs.location(path))[0], encoding="utf-8")
 
 
 _DAMAGE_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)
@@ -140,8 +151,8 @@ _EXPECTED = {
 class DamagedInput(ValueError):
     """An input file that cannot be read to its end (truncated, corrupt, not compressed)."""
 
-    def __init__(self, path: Path, where: str, offset: int, err: Exception):
-        kind, size = _compression(path), path.stat().st_size
+    def __init__(self, path: Location, where: str, offset: int, err: Exception):
+        kind, size = _compression(path), fs.size(path)
         hint = " (the file ends there: truncated?)" if isinstance(err, EOFError) else ""
         super().__init__(
             f"{path}: cannot read {kind} data {where}, reading stopped at byte {offset:,} of "
@@ -150,7 +161,7 @@ class DamagedInput(ValueError):
 
 
 def _lines(
-    path: Path, start: int = 0, end: int | None = None, first_line: int = 1
+    path: Location, start: int = 0, end: int | None = None, first_line: int = 1
 ) -> Iterator[tuple[int, bytes]]:
     """(line number, line) of a possibly compressed file, streaming; damage raises
     `DamagedInput` after the lines before it.
@@ -183,7 +194,7 @@ def _skip(f: BinaryIO, raw: BinaryIO, n: int) -> None:
         n -= got
 
 
-def _read_text(path: Path) -> tuple[str, DamagedInput | None]:
+def _read_text(path: Location) -> tuple[str, DamagedInput | None]:
     """The whole text of a possibly compressed file, or what could be read and the damage."""
     parts: list[str] = []
     f, raw = _open_binary(path)
@@ -205,8 +216,8 @@ def _damaged(e: DamagedInput, skip_bad_lines: bool, stats: ReadStats) -> None:
     log.warning("%s; keeping the documents before it", e)
 
 
-def _kind(path: Path) -> str:
-    name = path.name
+def _kind(path: Location) -> str:
+    name = fs.name(path)
     if name.endswith(JSONL_SUFFIXES):
         return "jsonl"
     if name.endswith(TEXT_SUFFIXES):
@@ -221,12 +232,12 @@ def _kind(path: Path) -> str:
     )
 
 
-def check_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def check_inputs(paths: Iterable[str | os.PathLike]) -> list[Location]:
     """Resolve and validate input paths up front (so a typo fails before any work)."""
     out = []
     for p in paths:
-        p = Path(p)
-        if not p.is_file():
+        p = fs.location(p)
+        if not fs.is_file(p):
             raise FileNotFoundError(f"{p}: input file not found")
         _kind(p)
         out.append(p)
@@ -236,7 +247,7 @@ def check_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _iter_jsonl(
-    path: Path,
+    path: Location,
     text_field: str,
     skip_bad_lines: bool,
     stats: ReadStats,
@@ -254,7 +265,7 @@ def _iter_jsonl(
 
 
 def _parse_line(
-    path: Path,
+    path: Location,
     lineno: int,
     line: bytes,
     text_field: str,
@@ -287,7 +298,7 @@ def _parse_line(
         )
     doc_id = row.get("id")
     return Document(
-        id=str(doc_id) if doc_id is not None else f"{path.name}:{lineno}",
+        id=str(doc_id) if doc_id is not None else f"{fs.name(path)}:{lineno}",
         text=text,
         source=str(row.get("source") or source),
         metadata={k: v for k, v in row.items() if k not in (text_field, "id", "source")},
@@ -295,7 +306,7 @@ def _parse_line(
 
 
 def _iter_txt(
-    path: Path, separator: str | None, skip_bad_lines: bool, stats: ReadStats
+    path: Location, separator: str | None, skip_bad_lines: bool, stats: ReadStats
 ) -> Iterator[Document]:
     text, damage = _read_text(path)
     pieces = [text] if separator is None else text.split(separator)
@@ -304,7 +315,7 @@ def _iter_txt(
         pieces = pieces[:-1]  # the last piece was cut short by the damage
     for i, piece in enumerate(pieces):
         if piece.strip():
-            doc_id = path.name if separator is None else f"{path.name}:{i}"
+            doc_id = fs.name(path) if separator is None else f"{fs.name(path)}:{i}"
             yield Document(id=doc_id, text=piece, source=file_stem(path))
 
 
@@ -348,7 +359,7 @@ def iter_span(
     [`start`, `end`) (`start` is the start of line `first_line`), or a whole .txt file.
 
     Ids, errors and counts are exactly those `iter_documents` gives for the same lines."""
-    path = Path(path)
+    path = fs.location(path)
     stats = stats if stats is not None else ReadStats()
     stats.files += start == 0
     if _kind(path) == "jsonl":
@@ -366,7 +377,7 @@ def line_starts(path: str | os.PathLike, every: int, skip_bad_lines: bool) -> li
     `every` decompressed bytes (always [0, 1] first): where a large JSONL file is cut into
     shards. A damaged file raises (naming file, line and byte) unless `skip_bad_lines`, which
     stops at the damage (the last shard then meets it, and counts it)."""
-    path = Path(path)
+    path = fs.location(path)
     starts, pos, nxt = [[0, 1]], 0, every
     if _kind(path) != "jsonl":
         return starts

@@ -103,8 +103,9 @@ class RayExecutor(Executor):
         if self.owned and address:
             ray.init(address=address)
         elif self.owned:
-            # A Ray for this job only; it goes with `close` (and with this process).
-            ray.init(num_cpus=max(1, workers), include_dashboard=False)
+            # A Ray for this job only ("local": not a `ray start` cluster found on this machine
+            # or in $RAY_ADDRESS); it goes with `close`.
+            ray.init(address="local", num_cpus=max(1, workers), include_dashboard=False)
         cpus = int(ray.cluster_resources().get("CPU", 0))
         where = address or ("this session's Ray" if not self.owned else "a local Ray")
         self.description = f"ray ({where}, {cpus} CPUs)"

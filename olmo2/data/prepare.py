@@ -24,7 +24,8 @@ marker, so a re-run after a crash skips what was finished (`stages/`):
     parts       per part         the token files `part-NNNNN.npy/.csv.gz`, then the manifest
 
 No decision depends on the executor, the number of workers or tasks, or the shard size, so the
-token files, indexes and manifest are byte-identical across them. Before any stage, the output
+token files, indexes and manifest are byte-identical across them. Inputs and the output may be
+fsspec URLs (`fs.py`); the work directory is a filesystem path every worker sees. Before any stage, the output
 (and attributes) directory is checked, so an unusable path fails at once with nothing written;
 a damaged input fails naming the file and line (and byte), or with --skip-bad-lines is read up
 to the damage and counted (`damaged_files`). A failed run (a ValueError) leaves nothing behind.
@@ -40,12 +41,14 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from olmo2.data import fs
 from olmo2.data.decontam import ContaminationIndex, DecontamConfig
 from olmo2.data.dedup import DedupConfig, lsh_bands
 from olmo2.data.documents import check_inputs
@@ -65,6 +68,7 @@ from olmo2.data.tokenize import (
 )
 from olmo2.data.tokenize import (
     check_state,
+    publish,
     remove_leftovers,
     tokenizer_state,
     write_manifest,
@@ -309,9 +313,9 @@ def prepare(cfg: PrepareConfig) -> dict:
     check_inputs(cfg.inputs)
     state = tokenizer_state(cfg.tokenizer, "uint32", cfg.max_part_tokens)
     settings = _check_output(cfg)  # before reading anything: fail fast, write nothing
-    out = Path(cfg.output)
-    created = not out.exists()
-    job = _job(cfg, state)
+    out = fs.location(cfg.output)
+    created = not fs.exists(out)
+    job = _job(cfg, state, settings)
     try:
         with make_executor(cfg.executor, cfg.workers, cfg.ray_address) as ex:
             log.info("executor: %s; %d dedup partitions", ex.description, job.partitions)
@@ -319,17 +323,25 @@ def prepare(cfg: PrepareConfig) -> dict:
     except ValueError:  # a user error (bad input): nothing of this run is worth keeping
         shutil.rmtree(job.work, ignore_errors=True)
         if created:
-            shutil.rmtree(out, ignore_errors=True)
+            fs.remove_tree(out)
         raise
     shutil.rmtree(job.work, ignore_errors=True)
     return manifest
 
 
-def _job(cfg: PrepareConfig, state: dict) -> Job:
+def _job(cfg: PrepareConfig, state: dict, settings: dict) -> Job:
     backend, why = choose_backend(state["tokenizer"])
     bands, rows = lsh_bands(cfg.dedup) if cfg.dedup.minhash else (0, 0)
     index = ContaminationIndex.build(cfg.decontam) if cfg.decontam.eval_dir else None
-    work = cfg.work_dir or str(Path(cfg.output) / WORK_DIR)
+    out = fs.location(cfg.output)
+    if cfg.work_dir:
+        work = cfg.work_dir
+    elif isinstance(out, Path):
+        work = str(out / WORK_DIR)
+    else:  # a URL output: a local work directory named after the settings (so it resumes)
+        work = str(
+            Path(tempfile.gettempdir()) / f"olmo2-prepare-{settings['settings_sha256'][:16]}"
+        )
     job = Job(cfg, work, cfg.tasks or cfg.workers, state["tokenizer"], backend, index)
     job.bands, job.rows = bands, rows
     job.extra = {"dtype": state["dtype"], "backend_why": why}
@@ -337,13 +349,16 @@ def _job(cfg: PrepareConfig, state: dict) -> Job:
 
 
 def _run(ex, job: Job, settings: dict, state: dict) -> dict:
-    cfg, out, work = job.cfg, Path(job.cfg.output), Path(job.work)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / STATE_FILE, json.dumps(settings, indent=2))
-    check_state(out, state)
-    write_text_atomic(out / TOKENIZE_STATE, json.dumps(state, indent=2))
-    remove_leftovers(out)
+    cfg, out, work = job.cfg, fs.location(job.cfg.output), Path(job.work)
     _pin_work(work, settings, job)
+    staging = job.staging
+    if isinstance(out, Path):
+        out.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out)
+    check_state(out, state)
+    for name, content in ((STATE_FILE, settings), (TOKENIZE_STATE, state)):
+        text = json.dumps(content, indent=2)
+        publish(out, name, lambda tmp, text=text: tmp.write_text(text), staging)
     timing: dict[str, float] = {}
 
     def stage(name, fn, specs):
@@ -382,7 +397,7 @@ def _run(ex, job: Job, settings: dict, state: dict) -> dict:
             "encoder": _encoder_report(job, emitted),
         }
     }
-    manifest = write_manifest(out, state, parts, extra)
+    manifest = write_manifest(out, state, parts, extra, staging)
     analyze_s = sum(v for k, v in timing.items() if k not in ("emit", "plan", "parts"))
     tokenize_s = timing["emit"] + timing["plan"] + timing["parts"]
     manifest["prepare"]["timing"] = {  # printed only: the manifest file stays reproducible
@@ -438,23 +453,24 @@ def _check_output(cfg: PrepareConfig) -> dict:
     The resume keeps every completed task's output, so without the settings check a re-run
     with, say, another filter setting would silently mix the two runs' documents.
     """
-    _check_writable_dir(Path(cfg.output), "--output")
+    out = fs.location(cfg.output)
+    if isinstance(out, Path):
+        _check_writable_dir(out, "--output")
     if cfg.attributes_dir is not None:
         _check_writable_dir(Path(cfg.attributes_dir), "--attributes-dir")
     settings = manifest_config(cfg)
     settings["input_files"] = [
-        {"path": str(p), "bytes": p.stat().st_size} for p in map(Path, cfg.inputs)
+        {"path": str(p), "bytes": fs.size(fs.location(p))} for p in cfg.inputs
     ]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    out = Path(cfg.output)
-    state = out / STATE_FILE
-    if state.is_file():
-        if json.loads(state.read_text()).get("settings_sha256") != digest:
+    state = fs.join(out, STATE_FILE)
+    if fs.is_file(state):
+        if json.loads(fs.read_text(state)).get("settings_sha256") != digest:
             raise ValueError(
                 f"{out}: holds output of `prepare` with other inputs or settings "
-                f"({state.name} differs); use another --output directory or delete this one"
+                f"({STATE_FILE} differs); use another --output directory or delete this one"
             )
-    elif out.exists() and any(out.glob("part-*")):
+    elif any(n.startswith("part-") for n in fs.listdir(out)):
         raise ValueError(f"{out}: already holds token parts not made by this `prepare` run")
     return {"settings_sha256": digest, **settings}
 

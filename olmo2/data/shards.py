@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
+from olmo2.data import fs
 from olmo2.data.documents import Document, ReadStats, file_stem, iter_span, line_starts
-from olmo2.utils import sha256_file
 
 
 @dataclass(frozen=True)
@@ -39,10 +38,11 @@ class Shard:
 
 def scan_file(path: str, shard_bytes: int, skip_bad_lines: bool) -> dict:
     """Cut points, size and SHA-256 of one input file (the `scan` stage's task)."""
+    loc = fs.location(path)
     return {
         "path": path,
-        "bytes": Path(path).stat().st_size,
-        "sha256": sha256_file(path),
+        "bytes": fs.size(loc),
+        "sha256": fs.sha256(loc),
         "starts": line_starts(path, shard_bytes, skip_bad_lines),
     }
 

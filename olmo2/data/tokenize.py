@@ -46,7 +46,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from olmo2.data import fs
 from olmo2.data.encoder import choose_backend, encoder
+from olmo2.data.fs import Location
 from olmo2.data.pool import chunks_by_size, ordered_map
 from olmo2.utils import atomic_path, sha256_file
 
@@ -124,13 +126,13 @@ def _split(results: Iterator[tuple]) -> Iterator[tuple]:
 # ---- state, resume -------------------------------------------------------------------------
 
 
-def check_state(out: Path, state: dict) -> None:
+def check_state(out: Location, state: dict) -> None:
     """Refuse to mix settings with what is already in `out` (a finished or partial run)."""
     for name in (STATE_FILE, MANIFEST):
-        f = out / name
-        if not f.is_file():
+        f = fs.join(out, name)
+        if not fs.is_file(f):
             continue
-        old = json.loads(f.read_text())
+        old = json.loads(fs.read_text(f))
         for key in ("tokenizer_sha256", "dtype", "max_part_tokens"):
             if key in old and old[key] != state[key]:
                 raise ValueError(
@@ -182,16 +184,38 @@ def _write_part(out: Path, part: _Part, dtype) -> dict:
     return write_part(out, part.index, tokens, part.rows)
 
 
-def write_part(out: Path, k: int, tokens: np.ndarray, rows: list) -> dict:
+def publish(out: Location, name: str, write, staging: Path | None = None) -> None:
+    """Create file `name` in `out` atomically: `write(tmp_path)` fills a temp file, renamed into
+    place locally, or uploaded whole to a URL (from `staging`, a local directory)."""
+    if isinstance(out, Path):
+        with atomic_path(out / name) as tmp:
+            write(tmp)
+        return
+    if staging is None:
+        raise ValueError(f"{out}: writing to a URL needs a local staging directory")
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp = staging / f".{name}.tmp-{os.getpid()}"
+    write(tmp)
+    fs.put(tmp, fs.join(out, name))
+
+
+def write_part(
+    out: Location, k: int, tokens: np.ndarray, rows: list, staging: Path | None = None
+) -> dict:
     """Write part `k` (tokens, then its index, each atomically); return its counts + SHA-256."""
     name = part_name(k)
-    with atomic_path(out / f"{name}.npy") as tmp:
-        tokens.tofile(tmp)
+    publish(out, f"{name}.npy", tokens.tofile, staging)
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
-    with atomic_path(out / f"{name}.csv.gz") as tmp, open(tmp, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+
+    def index(tmp: Path) -> None:
+        with (
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+        ):
             gz.write(buf.getvalue().encode("utf-8"))
+
+    publish(out, f"{name}.csv.gz", index, staging)
     sha = hashlib.sha256(tokens.tobytes()).hexdigest()
     return {"documents": len(rows), "tokens": int(len(tokens)), "sha256": sha}
 
@@ -290,14 +314,16 @@ def remove_leftovers(out: Path) -> None:
             leftover.unlink()
 
 
-def write_manifest(out: Path, state: dict, parts: list[dict], extra: dict | None) -> dict:
+def write_manifest(
+    out: Location, state: dict, parts: list[dict], extra: dict | None, staging: Path | None = None
+) -> dict:
     """Describe every part (counts, SHA-256) and the totals; remove stale later parts."""
     for k in itertools.count(len(parts)):  # leftovers of an earlier, longer run
-        stale = [out / f"{part_name(k)}{s}" for s in (".npy", ".csv.gz")]
-        if not any(p.exists() for p in stale):
+        stale = [fs.join(out, f"{part_name(k)}{s}") for s in (".npy", ".csv.gz")]
+        if not any(fs.exists(p) for p in stale):
             break
         for p in stale:
-            p.unlink(missing_ok=True)
+            fs.remove(p)
     entries = []
     for k, p in enumerate(parts):
         name = part_name(k)
@@ -307,7 +333,7 @@ def write_manifest(out: Path, state: dict, parts: list[dict], extra: dict | None
                 "index": f"{name}.csv.gz",
                 "documents": p["documents"],
                 "tokens": p["tokens"],
-                "sha256": p.get("sha256") or sha256_file(out / f"{name}.npy"),
+                "sha256": p.get("sha256") or fs.sha256(fs.join(out, f"{name}.npy")),
             }
         )
     manifest = {
@@ -317,8 +343,8 @@ def write_manifest(out: Path, state: dict, parts: list[dict], extra: dict | None
         "tokens": sum(p["tokens"] for p in parts),
         **(extra or {}),
     }
-    with atomic_path(out / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    text = json.dumps(manifest, indent=2) + "\n"
+    publish(out, MANIFEST, lambda tmp: tmp.write_text(text), staging)
     log.info(
         "tokenized %d documents into %d tokens in %d parts under %s",
         manifest["documents"],

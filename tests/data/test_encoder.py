@@ -80,6 +80,7 @@ def test_tiktoken_ids_equal_tokenizers_on_a_sample(data_dir, dolma2_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~120 MB through single-threaded tokenizers on a shared 2-core box
 def test_tiktoken_ids_equal_tokenizers_on_gutenberg_and_the_stdlib(data_dir, dolma2_path):
     """Every document of the shared Gutenberg train set and every stdlib source file."""
     _assert_identical(dolma2_path, _gutenberg(data_dir) + _stdlib())

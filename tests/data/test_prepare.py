@@ -381,3 +381,42 @@ def test_ray_executor_without_ray_says_how_to_install(tmp_path, dolma2_path, mon
     assert not (tmp_path / "out").exists()
     assert main(args + ["--tokenizer", str(dolma2_path), "--ray-address", "auto"]) == 2
     assert "--ray-address needs --executor ray" in capsys.readouterr().err
+
+
+def test_inputs_and_outputs_through_fsspec_urls(tmp_path, dolma2_path):
+    """memory:// (in this process: --workers 1) and file:// (any workers) give the same parts."""
+    import fsspec
+
+    inputs, exp = _corpus(tmp_path)
+    base = ["prepare", "--tokenizer", str(dolma2_path), "--no-decontam", "--max-part-tokens", "500"]
+    ref = tmp_path / "ref"
+    assert main(base + ["--input", *map(str, inputs), "--output", str(ref), "--workers", "1"]) == 0
+    mem = fsspec.filesystem("memory")
+    for p in inputs:
+        mem.pipe(f"/olmo2-test/in/{p.name}", p.read_bytes())
+    urls = [f"memory://olmo2-test/in/{p.name}" for p in inputs]
+    out = "memory://olmo2-test/out"
+    try:
+        assert main(base + ["--input", *urls, "--output", out, "--workers", "1"]) == 0
+        names = sorted(p.name for p in ref.glob("part-*"))
+        assert len(names) > 2 and sorted(fs_names(mem, "/olmo2-test/out")) == sorted(
+            x.name for x in ref.iterdir()
+        )
+        for name in names:
+            assert mem.cat(f"/olmo2-test/out/{name}") == (ref / name).read_bytes(), name
+        manifest = json.loads(mem.cat("/olmo2-test/out/manifest.json"))
+        assert manifest["prepare"]["inputs"][0]["path"] == urls[0]
+        assert manifest["prepare"]["funnel"]["duplicates"] == exp["duplicates"]
+    finally:
+        mem.rm("/olmo2-test", recursive=True)
+    local = tmp_path / "via_file_url"
+    file_urls = [f"file://{p}" for p in inputs]
+    assert (
+        main(base + ["--input", *file_urls, "--output", f"file://{local}", "--workers", "2"]) == 0
+    )
+    for name in names:
+        assert (local / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+def fs_names(fs, path: str) -> list[str]:
+    return [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]

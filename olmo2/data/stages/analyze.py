@@ -19,10 +19,10 @@ from __future__ import annotations
 import collections
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 
+from olmo2.data import fs
 from olmo2.data import records as R
 from olmo2.data.dedup import (
     MinHasher,
@@ -42,12 +42,12 @@ SIG_BATCH = 256
 """Documents whose signatures are computed in one vectorised call."""
 
 
-def id_key(doc: Document, path: Path) -> str | None:
+def id_key(doc: Document, path: str) -> str | None:
     """The URL, or an explicit id, for URL/id dedup (ids made up from file:line never repeat)."""
     url = doc.metadata.get("url")
     if isinstance(url, str) and url:
         return "url:" + url
-    if re.fullmatch(re.escape(path.name) + r"(:\d+)?", doc.id):
+    if re.fullmatch(re.escape(fs.name(fs.location(path))) + r"(:\d+)?", doc.id):
         return None
     return "id:" + doc.id
 
@@ -65,7 +65,7 @@ class _Records:
 
     def add(self, pos: int, doc: Document) -> None:
         c, doc_id = self.cfg, int(R.ordinal(self.shard.index, pos))
-        if c.by_url and (key := id_key(doc, Path(self.shard.path))) is not None:
+        if c.by_url and (key := id_key(doc, self.shard.path)) is not None:
             self.rows["url"].append((*key128(key.encode("utf-8", "surrogatepass")), doc_id))
         if c.exact:
             self.rows["exact"].append((*text_key(doc.text), doc_id))

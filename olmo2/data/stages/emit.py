@@ -76,6 +76,7 @@ def emit_shard(job: Job, shard: Shard) -> dict:
     removed = {int(p): R.KINDS[k] for p, k in removals(job, s).tolist()}
     para = _paragraph_drops(job, s)
     tokens = _Tokens(job, np.dtype(job.extra["dtype"]))
+    fallback_before = tokens.enc.fallback_docs  # (the encoder is shared by a process's tasks)
     rows, attrs = [], []
     bytes_out = cut = 0
     docs = read_shard(
@@ -109,7 +110,7 @@ def emit_shard(job: Job, shard: Shard) -> dict:
         "bytes_out": bytes_out,
         "paragraphs_cut": cut,
         "tiktoken_shard": bool(tokens.use_tiktoken),
-        "fallback_docs": tokens.enc.fallback_docs,
+        "fallback_docs": tokens.enc.fallback_docs - fallback_before,
     }
 
 

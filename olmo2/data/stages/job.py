@@ -43,6 +43,13 @@ class Job:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    @property
+    def staging(self) -> Path:
+        """Where files bound for a URL output are finished before their upload."""
+        path = Path(self.work, "staging")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def records(self, category: str, shard: int, partition: int) -> Path:
         return self.path("analyze", category, f"{shard:05d}-{partition:03d}.rec")
 

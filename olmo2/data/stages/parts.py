@@ -13,10 +13,10 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 
+from olmo2.data import fs
 from olmo2.data.stages.job import Job
 from olmo2.data.tokenize import write_part
 
@@ -70,4 +70,4 @@ def write_part_task(job: Job, spec: tuple[int, list[tuple]]) -> dict:
         arrays.append(tokens)
         offset += t1 - t0
     tokens = np.concatenate(arrays) if arrays else np.zeros(0, dtype)
-    return write_part(Path(job.cfg.output), k, tokens, rows)
+    return write_part(fs.location(job.cfg.output), k, tokens, rows, job.staging)
