@@ -19,6 +19,7 @@ backend and most clients are written against:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from olmo2.infer.engine import Logprobs
@@ -99,7 +100,8 @@ def _number(body: dict, key: str, default, lo: float, hi: float, kind=float):
     v = body.get(key)
     if v is None:
         return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
+    number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not number or (kind is int and v != int(v)):
         raise APIError(
             400,
             f"'{key}' must be {'an integer' if kind is int else 'a number'}, got {v!r}",

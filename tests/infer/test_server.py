@@ -197,6 +197,8 @@ def test_32_concurrent_requests_are_batched(server):
     [
         ("/v1/completions", b"{not json", 400),
         ("/v1/completions", b"[1, 2]", 400),
+        ("/v1/completions", b'{"model": "M", "prompt": "hi", "max_tokens": NaN}', 400),
+        ("/v1/completions", b'{"model": "M", "prompt": "hi", "n": Infinity}', 400),
         ("/v1/completions", json.dumps({"model": "nope", "prompt": "hi"}).encode(), 404),
         ("/v1/completions", json.dumps({"model": "M", "prompt": "word " * 200}).encode(), 400),
         (

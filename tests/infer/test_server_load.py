@@ -57,6 +57,8 @@ def _malformed(name: str) -> list[tuple[str, bytes, int]]:
         ("/v1/completions", js(prompt="hi", max_tokens=-1), 400),
         ("/v1/completions", js(prompt="hi", max_tokens=10**12), 400),
         ("/v1/completions", js(prompt="hi", temperature=float("nan")), 400),
+        ("/v1/completions", js(prompt="hi", max_tokens=float("inf")), 400),
+        ("/v1/completions", js(prompt="hi", n=float("nan")), 400),
         ("/v1/completions", js(prompt="hi", n=0), 400),
         ("/v1/completions", js(prompt="hi", logprobs=1000), 400),
         ("/v1/completions", js(prompt="hi", stream="yes"), 400),
