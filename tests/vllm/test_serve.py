@@ -23,16 +23,11 @@ pytestmark = pytest.mark.vllm
 START_TIMEOUT_S = 300
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny, tmp_path_factory):
     require_vllm()
-    port = _free_port()
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]  # a free port
     log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny.path),

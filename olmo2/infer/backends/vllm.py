@@ -5,8 +5,9 @@ the tests here).
 **Engine.** One `vllm.LLM` on an olmo2 checkpoint directory, which vLLM loads as it is
 (`Olmo2ForCausalLM`, vllm/model_executor/models/olmo2.py). It lives in the caller's process
 tree (the colocated "single GPU" set-up of TRL's `vllm_mode="colocate"` and open-instruct),
-with vLLM's own engine-core process. Defaults are set for exact comparisons: fp32 on CPU
-(bf16 is ~5x slower there without native bf16 matmuls), eager mode, `generation_config="vllm"`
+with vLLM's own engine-core process. Defaults are set for exact comparisons: fp32 (bf16 is
+~5x slower on a CPU without native bf16 matmuls; pass `dtype="bfloat16"` on GPU), eager mode
+on CPU (CUDA graphs on GPU), `generation_config="vllm"`
 (no sampling defaults read from a `generation_config.json`), `ignore_eos` with the stop ids
 passed explicitly (as olmo2's engine does), special tokens kept in the text, and on CPU an
 explicit KV-cache size, which also skips the CPU worker's warm-up pass
@@ -114,16 +115,20 @@ class VLLMBackend(Backend):
         *,
         dtype: str = "float32",
         max_model_len: int | None = None,
-        max_num_seqs: int = 64,
+        max_num_seqs: int | None = None,
         kv_cache_bytes: int | None = None,
         seed: int = 0,
-        enforce_eager: bool = True,
+        enforce_eager: bool | None = None,
         sleep_mode: bool = False,
         _workdir: Path | None = None,
         **engine_kwargs,
     ):
-        """Start an engine on the checkpoint directory `path`. `kv_cache_bytes` (CPU; None =
-        room for `max_num_seqs` full-length sequences); `engine_kwargs` go to `vllm.LLM`."""
+        """Start an engine on the checkpoint directory `path`. `max_num_seqs`: sequences
+        decoded together (None: vLLM's default on GPU, 64 on CPU). `kv_cache_bytes` (CPU; None
+        = room for `max_num_seqs` full-length sequences, at most 4 GiB but at least one).
+        `enforce_eager` (None: on CPU, where compiling only costs start-up time; CUDA graphs
+        on GPU). `engine_kwargs` go to `vllm.LLM` (e.g. `gpu_memory_utilization`); on GPU pass
+        `dtype="bfloat16"` too."""
         vllm = import_vllm()
         from vllm.platforms import current_platform
 
@@ -143,13 +148,16 @@ class VLLMBackend(Backend):
         """The directory under `_workdir` the engine's weights were last loaded from."""
         kwargs = dict(
             model=str(self.path), dtype=dtype, max_model_len=self.max_model_len,
-            max_num_seqs=max_num_seqs, seed=seed, enforce_eager=enforce_eager,
-            generation_config="vllm", skip_tokenizer_init=self.tokenizer is None,
+            seed=seed, generation_config="vllm", skip_tokenizer_init=self.tokenizer is None,
+            enforce_eager=current_platform.is_cpu() if enforce_eager is None else enforce_eager,
         )  # fmt: skip
         if sleep_mode:
             kwargs["enable_sleep_mode"] = True
         if current_platform.is_cpu():
+            max_num_seqs = max_num_seqs or 64
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes or self._kv_bytes(max_num_seqs)
+        if max_num_seqs:
+            kwargs["max_num_seqs"] = max_num_seqs
         t0 = time.perf_counter()
         try:
             self.llm = vllm.LLM(**{**kwargs, **engine_kwargs})
@@ -184,8 +192,9 @@ class VLLMBackend(Backend):
 
     def _kv_bytes(self, seqs: int) -> int:
         c = self.config
-        per_token = 2 * c.n_layers * c.n_kv_heads * c.head_dim * self.dtype.itemsize
-        return per_token * self.max_model_len * seqs
+        per_seq = 2 * c.n_layers * c.n_kv_heads * c.head_dim * self.dtype.itemsize
+        per_seq *= self.max_model_len
+        return max(per_seq, min(per_seq * seqs, 4 << 30))
 
     # ---- generation ---------------------------------------------------------------------------
     def generate(
