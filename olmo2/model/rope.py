@@ -11,10 +11,12 @@ with the same `rope_parameters`:
 - **dynamic** (NTK-aware, "dynamic NTK" of u/bloc97 and u/emozilla, 2023): θ grows with the
   sequence length L once L passes the original length L₀:
   θ' = θ·(factor·L/L₀ − (factor − 1))^(E/(E−2)).
-- **yarn** (Peng et al. 2023, arXiv 2309.00071 §3.2-3.4): dimensions that rotate more than
-  `beta_fast` times over L₀ keep their frequency, those rotating fewer than `beta_slow` times
-  are interpolated, a linear ramp between; cos and sin are multiplied by the attention
-  factor 0.1·ln(factor) + 1 (the paper's √(1/t), applied to q and k alike).
+- **yarn** (Peng et al. 2023, arXiv 2309.00071: "NTK-by-parts" plus an attention
+  temperature): dimensions that rotate more than `beta_fast` times over L₀ keep their
+  frequency, those rotating fewer than `beta_slow` times are interpolated, a linear ramp
+  between; cos and sin are multiplied by the attention factor 0.1·ln(factor) + 1 (the
+  paper's √(1/t), applied to q and k alike). OLMo-core `YaRNRoPEScalingConfig` is the same
+  with the ramp's top clamped at E/2 − 1 (no difference for E = 128).
 - **llama3** (Llama 3.1, transformers `_compute_llama3_parameters`): wavelengths longer than
   L₀/low_freq_factor are divided by `factor`, shorter than L₀/high_freq_factor kept, a
   smooth blend between.
@@ -130,7 +132,7 @@ def yarn_attention_factor(s: RopeScaling) -> float:
 def yarn_correction_range(s: RopeScaling, dim: int, theta: float) -> tuple[float, float]:
     """Dimensions (low, high) between which YaRN ramps from keeping to interpolating:
     d(r) = E·ln(L₀/(2π r)) / (2 ln θ) is the dimension that rotates r times over L₀
-    (YaRN §3.2, Eq. 17-18)."""
+    (the YaRN paper's ratio r = L₀/λ_d solved for d)."""
 
     def dim_of(rotations: float) -> float:
         return (dim * math.log(s.original_max_seq_len / (rotations * 2 * math.pi))) / (

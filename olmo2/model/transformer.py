@@ -123,7 +123,6 @@ def documents(doc_ids_BT: torch.Tensor, min_len: int = 16) -> Documents:
     return Documents(groups, torch.argsort(torch.cat(dest)))
 
 
-@torch.compiler.disable  # data-dependent shapes: run eagerly inside a compiled block
 def document_attention(q_BHTE, k_BKTE, v_BKTE, docs: Documents) -> torch.Tensor:
     """Causal attention within documents, as the dense mask `causal & same document` gives,
     in memory linear in T: each group of right-padded documents runs through SDPA with
@@ -146,7 +145,10 @@ def attend(q_BHTE, k_BKSE, v_BKSE, mask: torch.Tensor | Documents | None) -> tor
     """SDPA: plain causal (mask None; a single query sees every key), within documents, or
     any boolean mask [B, 1, T, S]."""
     if isinstance(mask, Documents):
-        return document_attention(q_BHTE, k_BKSE, v_BKSE, mask)
+        fn = document_attention
+        if torch.compiler.is_compiling():  # data-dependent shapes: eager, a graph break
+            fn = torch.compiler.disable(document_attention)
+        return fn(q_BHTE, k_BKSE, v_BKSE, mask)
     gqa, T = k_BKSE.shape[1] != q_BHTE.shape[1], q_BHTE.shape[2]
     if mask is None:
         return F.scaled_dot_product_attention(
