@@ -54,7 +54,10 @@ def evaluate_checkpoint(
         # with --hub and no data directory, every task file is "missing" and read from the hub
         data_dir = data_dir or path / "no-data-dir"
         res = evaluate(
-            Harness(model, tok, progress=False), cfg.olmes_tasks, data_dir, cfg.olmes_limit
+            Harness(model, tok, progress=False, truncate=True),  # few-shot prompts > seq_len
+            cfg.olmes_tasks,
+            data_dir,
+            cfg.olmes_limit,
         )
         out["olmes"] = {k: v["primary_score"] for k, v in res["tasks"].items()}
     out["add_pass_rate"] = addition_pass_rate(model, tok, cfg.add_max)

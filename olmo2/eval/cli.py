@@ -27,6 +27,11 @@ def add_arguments(p) -> None:
         "or 'all' / 0 for every document (default: the task's limit)",
     )
     p.add_argument("--batch-size", default="auto", help="rows per forward, or 'auto' (default)")
+    p.add_argument(
+        "--truncate",
+        action="store_true",
+        help="keep the last tokens of a prompt longer than the model's context (default: refuse)",
+    )
     p.add_argument("--output", help="write results JSON here")
     p.add_argument("--data-dir", help="shared data directory (default $OLMO2_DATA_DIR)")
     p.add_argument("--dump-requests", help="write every request (context, continuation) as JSONL")
@@ -90,7 +95,9 @@ def run(args) -> int:
     model, tok, identity = _load(args)
     from olmo2.eval.harness import Harness, evaluate
 
-    harness = Harness(model, tok, batch_size=batch_size, cache_path=args.cache)
+    harness = Harness(
+        model, tok, batch_size=batch_size, cache_path=args.cache, truncate=args.truncate
+    )
     identity["fingerprint"] = harness.fingerprint
     t0 = time.time()
     results = {"tasks": {}, "suites": {}}
@@ -176,7 +183,9 @@ def _explore(args, keys: list[str], ddir, batch_size) -> int:
 
     def evaluate_one(ckpt) -> dict:
         model, tok, identity = _load(args, ckpt.source, ckpt.revision)
-        harness = Harness(model, tok, batch_size=batch_size, cache_path=args.cache)
+        harness = Harness(
+            model, tok, batch_size=batch_size, cache_path=args.cache, truncate=args.truncate
+        )
         results = evaluate(harness, keys, ddir, args.limit, args.chat, judge=_judge(args))
         results["model"] = {**identity, "fingerprint": harness.fingerprint}
         return results

@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from olmo2.eval.formats import LLResult, Request
-from olmo2.infer.generate import SamplingConfig, complete
+from olmo2.infer.generate import SamplingConfig, complete, fit_prompt
 from olmo2.model.loss import token_logps
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,11 @@ class Harness:
         max_length: int | None = None,
         cache_path: str | Path | None = None,
         progress: bool = True,
+        truncate: bool = False,
     ):
+        """`truncate`: a request longer than `max_length` keeps the last tokens of its context
+        (lm-eval's rule) instead of being refused (`olmo2.infer.generate.fit_prompt`, the rule
+        of every olmo2 command)."""
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
         self.model, self.tokenizer = model, tokenizer
@@ -161,6 +165,7 @@ class Harness:
         self.fingerprint = model_fingerprint(model)
         self.cache = ResultCache(cache_path, self.fingerprint) if cache_path else None
         self.cache_path = cache_path
+        self.truncate = truncate
         check_vocab(model, tokenizer)
 
     # ---- log-likelihood ------------------------------------------------------------------
@@ -211,15 +216,12 @@ class Harness:
         return out  # type: ignore[return-value]
 
     def _groups(self, pairs: list[tuple[str, str]]) -> list[Group]:
-        """Encode, left-truncate to max_length, group by context, split large groups, and
-        sort longest first."""
+        """Encode, fit to max_length, group by context, split large groups, and sort longest
+        first."""
         by_ctx: dict[tuple[int, ...], Group] = {}
         memo: dict[str, list[int]] = {}
         for rid, (c, x) in enumerate(pairs):
-            ctx, cont = encode_pair(self.tokenizer, c, x, memo)
-            if len(cont) >= self.max_length:
-                cont = cont[-(self.max_length - 1) :]
-            ctx = tuple(ctx[-(self.max_length - len(cont)) :])
+            ctx, cont = self._fit(*encode_pair(self.tokenizer, c, x, memo))
             g = by_ctx.setdefault(ctx, Group(ctx, [], []))
             g.conts.append(tuple(cont))
             g.ids.append(rid)
@@ -234,6 +236,18 @@ class Harness:
                 cur.ids.append(rid)
             groups.append(cur)
         return sorted(groups, key=lambda g: -g.length)
+
+    def _fit(self, ctx: list[int], cont: list[int]) -> tuple[tuple[int, ...], list[int]]:
+        n, L = len(ctx) + len(cont), self.max_length
+        if n > L and not self.truncate:
+            raise ValueError(
+                f"a log-likelihood request is {n} tokens (context {len(ctx)} + continuation "
+                f"{len(cont)}), more than the model's context of {L} tokens (--truncate keeps "
+                "the last tokens of the context, as lm-eval does)"
+            )
+        if len(cont) >= L:
+            cont = cont[-(L - 1) :]
+        return tuple(ctx[-(L - len(cont)) :]), cont
 
     def _rows_for(self, groups: list[Group], i: int) -> int:
         """Rows of the next forward: the batch size, or what fits the token budget (sorted:
@@ -337,15 +351,10 @@ class Harness:
     def _generate_batch(
         self, prompts: list[list[int]], stop: tuple[str, ...], cfg: SamplingConfig
     ) -> list[str]:
-        keep = self.max_length - cfg.max_new_tokens
-        if keep < 1:
-            raise ValueError(
-                f"max_gen_toks {cfg.max_new_tokens} leaves no room for a prompt in "
-                f"{self.max_length} tokens"
-            )
+        fit = [fit_prompt(p, cfg.max_new_tokens, self.max_length, self.truncate) for p in prompts]
         tok = self.tokenizer
         drains = complete(
-            self.model, [p[-keep:] for p in prompts], cfg,
+            self.model, fit, cfg,
             tokenizer=tok, stop=stop, stop_token_ids=[tok.eos_token_id],
         )  # fmt: skip
         return [d.text for d in drains]

@@ -89,7 +89,8 @@ class TaskEval:
         from olmo2.eval.harness import Harness, evaluate
 
         with eval_mode(model), autocast():
-            harness = Harness(model, self.tokenizer, progress=False)
+            # a short training context keeps the last tokens of long few-shot prompts
+            harness = Harness(model, self.tokenizer, progress=False, truncate=True)
             res = evaluate(harness, self.tasks, self.data_dir, self.limit)
         out = {f"eval/{k}": v["primary_score"] for k, v in res["tasks"].items()}
         out.update({f"eval/{k}": v["score"] for k, v in res["suites"].items()})

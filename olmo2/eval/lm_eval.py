@@ -69,7 +69,10 @@ class OLMo2LM(LM):
             batch_size = int(batch_size)
         if kwargs:
             log.info("OLMo2LM ignores model_args %s", sorted(kwargs))
-        self.harness = Harness(model, tokenizer, batch_size=batch_size, max_length=max_length)
+        # lm-eval's own rule: over-long requests keep the last tokens of their context
+        self.harness = Harness(
+            model, tokenizer, batch_size=batch_size, max_length=max_length, truncate=True
+        )
         self.model, self.tokenizer = model, tokenizer
         self.pretrained = pretrained
 

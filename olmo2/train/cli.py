@@ -8,6 +8,7 @@ pretraining data, the tokenizer and the in-loop evaluators.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from olmo2.train import config, distributed, setup
 from olmo2.train.config import DataSection, TrainConfig
 from olmo2.train.data import build_loader
 from olmo2.train.trainer import Trainer
+from olmo2.utils import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +27,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     config.add_arguments(p, "optim.lr=3e-4 trainer.max_steps=10")
 
 
-def _load_tokenizer(path: str | None):
-    if path is None:
-        return None
+def run_tokenizer(d: DataSection):
+    """`data.tokenizer`, else the tokenizer the token files' manifests name (so every
+    checkpoint carries tokenizer files and works with `generate`, `chat`, `eval` and
+    transformers' AutoTokenizer as it is), else None with a warning."""
     from olmo2.tokenizer import Tokenizer
 
-    return Tokenizer.load(path)
+    if d.tokenizer is not None:
+        return Tokenizer.load(d.tokenizer)
+    named = manifest_tokenizers(d.paths)
+    if len(named) > 1:
+        raise ValueError(
+            f"data.paths: the token files were made with {len(named)} different tokenizers "
+            f"({', '.join(sorted(named.values()))}); they cannot be trained on together"
+        )
+    for sha, path in named.items():
+        if Path(path).is_file() and sha256_file(path) == sha:
+            log.info("tokenizer %s (named by the token files' manifest)", path)
+            return Tokenizer.from_file(path)
+        log.warning("the manifest's tokenizer %s is missing or changed; set data.tokenizer", path)
+    if not named:
+        log.warning("no tokenizer known (data.tokenizer unset, no manifest.json beside the data)")
+    log.warning("checkpoints will carry no tokenizer files")
+    return None
+
+
+def manifest_tokenizers(paths: list[str]) -> dict[str, str]:
+    """SHA-256 -> path of the tokenizer each `manifest.json` beside the token files names."""
+    from olmo2.data.loader import expand_paths
+    from olmo2.data.tokenize import MANIFEST
+
+    dirs = {f.parent for files in expand_paths(paths) for f in files}
+    out = {}
+    for d in sorted(dirs):
+        manifest = d / MANIFEST
+        if manifest.is_file():
+            try:
+                m = json.loads(manifest.read_text())
+                out[m["tokenizer_sha256"]] = m["tokenizer"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise ValueError(f"{manifest}: not a token manifest ({e})") from None
+    return out
 
 
 def evaluators(d: DataSection, tokenizer) -> list:
@@ -39,7 +76,9 @@ def evaluators(d: DataSection, tokenizer) -> list:
         out.append(TokenFileEval(d.eval_paths, d.seq_len, d.eval_max_chunks, tokenizer))
     if d.eval_tasks:
         if tokenizer is None:
-            raise ValueError("data.eval_tasks needs data.tokenizer (the prompts are text)")
+            raise ValueError(
+                "data.eval_tasks needs a tokenizer (the prompts are text): set data.tokenizer"
+            )
         out.append(TaskEval(d.eval_tasks, d.eval_data_dir, d.eval_tasks_limit, tokenizer))
     return out
 
@@ -53,7 +92,12 @@ def build(cfg: TrainConfig) -> tuple[Trainer, Path | None]:
         log.info(
             "rank batch is not a multiple of micro_batch_size; the last micro-batch is smaller"
         )
-    tokenizer = _load_tokenizer(cfg.data.tokenizer)
+    tokenizer = run_tokenizer(cfg.data)
+    if tokenizer is not None and tokenizer.vocab_size > mcfg.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} ids, more than model.vocab_size "
+            f"{mcfg.vocab_size}"
+        )
     evals = evaluators(cfg.data, tokenizer)
     # ---- inputs are valid: from here on we write ---------------------------------------
     model = setup.build_model(cfg, start)

@@ -105,13 +105,27 @@ class OptimSection:
     """Skip the update when loss or grad-norm > mean + sigma·std of the window (None = off)."""
     spike_window: int = 128
     spike_min_steps: int = 64
-    """Steps in the window before the guard starts checking (OLMo-core SkipStepAdamW)."""
+    """Steps in the window before the σ test starts (OLMo-core SkipStepAdamW)."""
+    spike_early_factor: float | None = 2.0
+    """Before spike_min_steps: skip when the loss exceeds this multiple of the largest loss
+    accepted so far (the window is too short for a σ; None = no early bound)."""
+    max_skipped_steps: int | None = 8
+    """Stop the run (exit 2) after this many skipped updates in a row, naming the last good
+    checkpoint: the model has diverged (None = never stop)."""
     fused: bool = True
     """torch's fused AdamW kernel (CPU and CUDA)."""
 
     def validate(self) -> None:
         if len(self.betas) != 2:
             raise ValueError(f"optim.betas must have 2 values, got {self.betas}")
+        if self.max_skipped_steps is not None and self.max_skipped_steps < 1:
+            raise ValueError(
+                f"optim.max_skipped_steps must be >= 1 or null, got {self.max_skipped_steps}"
+            )
+        if self.spike_early_factor is not None and self.spike_early_factor <= 1:
+            raise ValueError(
+                f"optim.spike_early_factor must be > 1 or null, got {self.spike_early_factor}"
+            )
 
 
 @dataclass

@@ -6,9 +6,14 @@
   `lr_at(cfg, peak, step, max_steps)` is the LR used by optimizer step `step` (1-based);
   `lr_at(..., 0)` is the start value. Cosine follows allenai/OLMo `CosWithWarmup`:
   `eta_min + (lr - eta_min)·(1 + cos(π·(t - w)/(T - w)))/2`, eta_min = alpha_f·lr.
-* `SpikeGuard` is OLMo-core's SkipStepAdamW rule: skip the update when the loss or the
-  grad-norm is more than `sigma` standard deviations above the mean of the last `window`
-  steps (checked once `min_steps` are in the window); non-finite values are always skipped.
+* `SpikeGuard` is OLMo-core's SkipStepAdamW rule (src/olmo_core/optim/skip_step_optimizer.py):
+  skip the update when the loss or the grad-norm is more than `sigma` standard deviations
+  above the mean of the last `window` steps, once `min_steps` are in the window; non-finite
+  values are always skipped. Two departures: before `min_steps`, a loss above
+  `early_factor` × the largest accepted loss is a spike too (an exploding run otherwise has
+  64 unchecked steps), and a skipped step's values are not added to the window (a diverged
+  run cannot make its own losses normal). The trainer stops a run after
+  `optim.max_skipped_steps` skips in a row.
 """
 
 from __future__ import annotations
@@ -85,8 +90,14 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 class SpikeGuard:
     """Rolling mean + sigma·std test on loss and grad-norm (OLMo-core SkipStepOptimizer)."""
 
-    def __init__(self, sigma: float | None, window: int = 128, min_steps: int = 64):
-        self.sigma, self.min_steps = sigma, min_steps
+    def __init__(
+        self,
+        sigma: float | None,
+        window: int = 128,
+        min_steps: int = 64,
+        early_factor: float | None = 2.0,
+    ):
+        self.sigma, self.min_steps, self.early_factor = sigma, min_steps, early_factor
         self.losses: deque[float] = deque(maxlen=window)
         self.norms: deque[float] = deque(maxlen=window)
 
@@ -98,18 +109,25 @@ class SpikeGuard:
         std = math.sqrt(sum((h - mean) ** 2 for h in hist) / max(1, n - 1))
         return x > mean + self.sigma * std
 
+    def _early_spike(self, loss: float) -> bool:
+        if self.sigma is None or self.early_factor is None or not self.losses:
+            return False
+        return len(self.losses) < self.min_steps and loss > self.early_factor * max(self.losses)
+
     def check(self, loss: float, grad_norm: float) -> str | None:
-        """Return why the step must be skipped (None = apply it); records finite values."""
+        """Why the step must be skipped (None = apply it); an applied step's values are
+        recorded."""
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             return "non-finite"
-        reason = None
+        if self._early_spike(loss):
+            return f"loss spike: {loss:.4g} > {self.early_factor:g} x {max(self.losses):.4g}"
         if self._spike(self.losses, loss):
-            reason = "loss spike"
-        elif self._spike(self.norms, grad_norm):
-            reason = "grad-norm spike"
+            return "loss spike"
+        if self._spike(self.norms, grad_norm):
+            return "grad-norm spike"
         self.losses.append(loss)
         self.norms.append(grad_norm)
-        return reason
+        return None
 
     def state_dict(self) -> dict:
         return {"losses": list(self.losses), "norms": list(self.norms)}

@@ -63,6 +63,11 @@ from olmo2.train.optim import SpikeGuard, build_optimizer, lr_at, set_lr
 log = logging.getLogger(__name__)
 
 
+class TrainingDiverged(ValueError):
+    """Too many updates in a row were skipped (`optim.max_skipped_steps`): the run stops with
+    exit 2 (a ValueError to the CLI), and no checkpoint of the suspect model is written."""
+
+
 class Objective:
     """What the trainer minimises; see the module docstring."""
 
@@ -146,9 +151,12 @@ class Trainer:
         self.evaluators, self.tokenizer, self.stage = list(evaluators), tokenizer, stage
         self.optimizer = build_optimizer(model, cfg.optim)
         self.peak_lr = cfg.optim.lr
+        o = cfg.optim
         self.guard = SpikeGuard(
-            cfg.optim.spike_sigma, cfg.optim.spike_window, cfg.optim.spike_min_steps
+            o.spike_sigma, o.spike_window, o.spike_min_steps, o.spike_early_factor
         )
+        self.skipped_in_a_row = 0
+        """Consecutive skipped updates: the model is suspect while this is above 0."""
         self.run_dir = Path(cfg.trainer.run_dir)
         self.device = next(model.parameters()).device
         self.step, self.tokens = 0, 0
@@ -169,7 +177,13 @@ class Trainer:
         }
 
     def load_rank_state(self, st: dict) -> None:
-        self.step, self.tokens, self.peak_lr = st["step"], st["tokens"], st["peak_lr"]
+        self.step, self.tokens = st["step"], st["tokens"]
+        # the recipe's LR wins on resume (lowering optim.lr is how a diverged run is resumed);
+        # a stage-2 start LR taken from the stage-1 checkpoint stays what it was
+        if self.cfg.schedule.lr_from_checkpoint:
+            self.peak_lr = st["peak_lr"]
+        elif st["peak_lr"] != self.peak_lr:
+            log.info("optim.lr %.4g replaces the checkpoint's %.4g", self.peak_lr, st["peak_lr"])
         self.data.load_state_dict(st["data"])
         self.guard.load_state_dict(st["guard"])
         set_rng_state(st["rng"])
@@ -182,7 +196,15 @@ class Trainer:
         self.load_rank_state(st)
         log.info("resumed from %s at step %d", path, self.step)
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a checkpoint of this step; not while updates are being skipped (the guard is
+        rejecting this model's losses, so it is not a checkpoint to resume from)."""
+        if self.skipped_in_a_row:
+            log.warning(
+                "step %d: no checkpoint (the last %d updates were skipped)",
+                self.step, self.skipped_in_a_row,
+            )  # fmt: skip
+            return None
         t = self.cfg.trainer
         if self.stage is not None:
             name = checkpoint_name(self.stage, self.step)
@@ -244,11 +266,27 @@ class Trainer:
         if out["skipped"] is None:
             set_lr(self.optimizer, out["lr"])
             self.optimizer.step()
+            self.skipped_in_a_row = 0
         else:
             log.warning("step %d: update skipped (%s)", self.step, out["skipped"])
+            self.skipped_in_a_row += 1
         self.optimizer.zero_grad(set_to_none=True)
         self.tokens += int(tokens)
         return out
+
+    def _check_diverged(self, out: dict) -> None:
+        limit = self.cfg.optim.max_skipped_steps
+        if limit is None or self.skipped_in_a_row < limit:
+            return
+        good = ckpt.latest(self.run_dir)
+        first = self.step - self.skipped_in_a_row + 1
+        raise TrainingDiverged(
+            f"training diverged: the {self.skipped_in_a_row} updates of steps {first}-{self.step} "
+            f"were all skipped (last: {out['skipped']}, loss {out['loss']:.4g}, grad-norm "
+            f"{out['grad_norm']:.4g}); "
+            + (f"the last good checkpoint is {good}" if good else "no checkpoint was saved")
+            + " (lower optim.lr or raise schedule.warmup_steps, then resume or restart)"
+        )
 
     def _clip(self) -> float:
         max_norm = self.cfg.optim.clip_grad_norm or float("inf")
@@ -291,6 +329,7 @@ class Trainer:
                 last.update(step=self.step, tokens=self.tokens, data_time=data_time)
                 logger.throughput(last, time.perf_counter() - t0, self.device)
                 logger.log_step(last)
+                self._check_diverged(last)
                 if t.eval_interval and self.step % t.eval_interval == 0:
                     logger.log_eval(self.step, self.evaluate())
                 si = self.cfg.checkpoint.save_interval

@@ -84,8 +84,13 @@ def test_many_continuations_are_split_and_truncation_keeps_continuation(tiny_mod
     assert [r.logprob for r in packed] == pytest.approx(
         [r.logprob for r in naive_loglikelihood(tiny_model, dolma2, pairs[:5])], abs=1e-4
     )
-    short = Harness(tiny_model, dolma2, max_length=16, progress=False)
     long_ctx = "word " * 100
+    refuse = Harness(tiny_model, dolma2, max_length=16, progress=False)  # the default rule
+    with pytest.raises(ValueError, match=r"is 102 tokens .* more than the model's context of 16"):
+        refuse.loglikelihood([(long_ctx, " end")])
+    with pytest.raises(ValueError, match="105 > the model's context of 16 tokens"):
+        refuse.generate([Request(long_ctx, kind="generate", stop=("\n",), max_gen_toks=4)])
+    short = Harness(tiny_model, dolma2, max_length=16, progress=False, truncate=True)
     r = short.loglikelihood([(long_ctx, " end")])[0]
     ctx, cont = encode_pair(dolma2, long_ctx, " end")
     ids = torch.tensor([(ctx + cont)[-16:]])

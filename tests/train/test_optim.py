@@ -56,7 +56,15 @@ def test_spike_guard():
     assert h.check(3.0, 1.0) == g.check(3.0, 1.0)
 
 
-def test_spike_guard_off_until_window_filled():
-    g = SpikeGuard(sigma=6.0, min_steps=64)
-    assert all(g.check(float(x), 1.0) is None for x in [1, 100, 1, 1000])
-    assert SpikeGuard(sigma=None).check(1e9, 1e9) is None
+def test_spike_guard_first_steps_use_the_early_bound():
+    """Before the window has `min_steps` values there is no σ: a loss above early_factor × the
+    largest accepted loss is skipped (the first explosive steps of a diverging run), and a
+    skipped value never enters the window, so the next explosive loss is skipped too."""
+    g = SpikeGuard(sigma=6.0, min_steps=64, early_factor=2.0)
+    assert [g.check(x, 1.0) for x in [6.25, 5.0, 9.0]] == [None, None, None]  # 9 < 2 × 6.25
+    assert g.check(6.7e5, 1.0).startswith("loss spike: 6.7e+05 > 2 x 9")
+    assert g.check(4.7e10, 1.0).startswith("loss spike") and max(g.losses) == 9.0
+    assert g.check(float("nan"), 1.0) == "non-finite" and len(g.losses) == 3
+    assert g.check(12.0, 1.0) is None  # a loss that merely rises stays within the bound
+    assert SpikeGuard(sigma=6.0, early_factor=None).check(1e9, 1.0) is None
+    assert SpikeGuard(sigma=None).check(1e9, 1e9) is None  # the guard off: only non-finite
