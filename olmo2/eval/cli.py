@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -39,6 +40,12 @@ def add_arguments(p) -> None:
     p.add_argument("--tokenizer", help="tokenizer.json, if the checkpoint has none")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16, ...")
+    p.add_argument(
+        "--backend",
+        choices=["olmo2", "vllm"],
+        default="olmo2",
+        help="the engine behind the model calls: olmo2's (default) or vLLM (olmo2[vllm] extra)",
+    )
     p.add_argument(
         "--quantize",
         choices=["int8"],
@@ -90,14 +97,56 @@ def run(args) -> int:
         return _dump_only(args, keys, ddir)
     if not args.model:
         raise ValueError("--model: required (a checkpoint directory or hub id)")
+    if args.backend == "vllm":
+        return _run_vllm(args, keys, ddir, batch_size)
     if args.all_checkpoints:
         return _explore(args, keys, ddir, batch_size)
     model, tok, identity = _load(args)
-    from olmo2.eval.harness import Harness, evaluate
+    from olmo2.eval.harness import Harness
 
     harness = Harness(
         model, tok, batch_size=batch_size, cache_path=args.cache, truncate=args.truncate
     )
+    return _evaluate_and_report(args, keys, ddir, harness, identity, model)
+
+
+def _run_vllm(args, keys, ddir, batch_size) -> int:
+    """`--backend vllm`: the checkpoint's config and tokenizer here, its weights in vLLM."""
+    from olmo2.eval.backend_harness import BackendHarness, files_fingerprint
+    from olmo2.infer.backends import BackendUnavailable, load_backend
+    from olmo2.model.hf import read_config, resolve
+    from olmo2.tokenizer import Tokenizer
+
+    if args.perplexity or args.all_checkpoints or args.quantize:
+        raise ValueError("--backend vllm runs --tasks on one checkpoint (no --perplexity, "
+                         "--all-checkpoints or --quantize)")  # fmt: skip
+    path = resolve(args.model)
+    cfg = read_config(path)
+    tok_file = Path(args.tokenizer) if args.tokenizer else path / "tokenizer.json"
+    if not tok_file.is_file():
+        raise ValueError(f"--tokenizer: {path} has no tokenizer.json; pass one")
+    tok = Tokenizer.from_file(tok_file)
+    # one position more than the context: vLLM scores a prompt by asking for one new token,
+    # whose position (max_seq_len, never read) is past config.json's limit; RoPE has none
+    os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+    options = {"dtype": args.dtype or "float32", "max_model_len": cfg.max_seq_len + 1}
+    try:
+        backend = load_backend("vllm", path, **options)
+    except BackendUnavailable as e:
+        raise ValueError(str(e)) from None
+    with backend:
+        harness = BackendHarness(
+            backend, tok, cfg, files_fingerprint(path), batch_size, args.cache,
+            truncate=args.truncate,
+        )  # fmt: skip
+        identity = {"path": str(args.model), "backend": "vllm", "config": cfg.to_dict(),
+                    "dtype": options["dtype"], "tokenizer": str(tok_file)}  # fmt: skip
+        return _evaluate_and_report(args, keys, ddir, harness, identity, None)
+
+
+def _evaluate_and_report(args, keys, ddir, harness, identity: dict, model) -> int:
+    from olmo2.eval.harness import evaluate
+
     identity["fingerprint"] = harness.fingerprint
     t0 = time.time()
     results = {"tasks": {}, "suites": {}}
@@ -105,7 +154,9 @@ def run(args) -> int:
         results = evaluate(
             harness, keys, ddir, args.limit, args.chat, args.dump_requests, _judge(args)
         )
-    results["perplexity"] = _perplexity(model, tok, args.perplexity, args.limit or None)
+    results["perplexity"] = _perplexity(
+        model, harness.tokenizer, args.perplexity, args.limit or None
+    )
     results["model"] = identity
     results["run"] = {
         "tasks": keys,

@@ -372,9 +372,12 @@ def _gen_key(r: Request) -> tuple:
 
 
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module):
+def eval_mode(model: torch.nn.Module | None):
     """Eval mode for the duration (the trainer's in-loop evaluation gets its model back in
-    the mode it was in)."""
+    the mode it was in); nothing for a harness whose model lives in a backend."""
+    if model is None:
+        yield
+        return
     was_training = model.training
     model.eval()
     try:
