@@ -7,10 +7,13 @@ Text: the Gutenberg books (`pretrain/gutenberg_en_train.jsonl.gz` in the data di
 All text is in memory first, so only tokenization is timed (the output files are not
 written). Same dolma2 tokenizer in every mode; each mode's best of `--repeats` is reported:
 
-- `single`: one process, `Tokenizer.encode_batch` in chunks, Rust threading off
+- `single`:   one process, `Tokenizer.encode_batch` in chunks, Rust threading off
   (TOKENIZERS_PARALLELISM=false) — the baseline;
-- `rayon`:  the same loop with `tokenizers`' own thread pool on (its default);
-- `olmo2`:  `olmo2.data.tokenize`'s worker pool (the path `tokenize_documents` uses).
+- `rayon`:    the same loop with `tokenizers`' own thread pool on (its default);
+- `tiktoken`: one process, `olmo2.data.encoder.Encoder` with tiktoken built from the same
+  tokenizer.json (`encoder.choose_backend` proves it exact for dolma2);
+- `olmo2`:    `olmo2.data.tokenize`'s worker pool (the path `tokenize_documents` uses; tiktoken
+  in every worker).
 
 The machine's cores are shared with other work, so ratios are best-of-N from the same run.
 """
@@ -37,6 +40,7 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from olmo2.data import tokenize as T  # noqa: E402
 from olmo2.data.documents import Document  # noqa: E402
+from olmo2.data.encoder import Encoder, choose_backend  # noqa: E402
 from olmo2.utils import data_dir  # noqa: E402
 
 
@@ -96,9 +100,11 @@ def main() -> None:
         e.ids for e in tok.encode_batch([d.text for d in sample], add_special_tokens=False)
     ]
 
+    enc = Encoder(tok_path, choose_backend(tok_path)[0])
     modes = {
         "single": lambda: plain_loop(tok, texts, parallel=False),
         "rayon": lambda: plain_loop(tok, texts, parallel=True),
+        "tiktoken": lambda: sum(len(ids) + 1 for ids in enc.encode(texts)),
         "olmo2": lambda: olmo2_path(tok_path, docs, args.workers),
     }
     best: dict[str, float] = {m: float("inf") for m in modes}
@@ -115,6 +121,7 @@ def main() -> None:
         print(
             f"{name:<8} {t:8.2f} s  {mbytes / t:6.2f} MB/s  {counts[name] / t / 1e6:6.2f} M tok/s"
         )
+    print(f"ratio tiktoken/single (one process each): {best['single'] / best['tiktoken']:.2f}x")
     print(f"ratio olmo2/single: {best['single'] / best['olmo2']:.2f}x")
     print(f"ratio olmo2/rayon:  {best['rayon'] / best['olmo2']:.2f}x")
     print(

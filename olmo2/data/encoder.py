@@ -15,23 +15,28 @@
    with (the derivation of tiktoken's own converter, openai/tiktoken `load.py` /
    transformers `convert_slow_tokenizer.TikTokenConverter`). Then, inductively, both pick the
    same pair at every step (a merge across a token's boundary would have needed a lower rank),
-   so the encodings are equal. This is checked by deriving the list (~2 s for 100k tokens).
+   so the encodings are equal. This is checked by deriving the list (~2 s for 100k tokens; the
+   answer is cached per tokenizer file).
 3. Probes: a fixed set of texts (unicode, digits, whitespace runs, contractions, code, special
    tokens) is encoded both ways; any difference keeps `tokenizers` (the two regex engines,
    Oniguruma and fancy-regex, could differ on some class).
 
-`prepare` also checks the first ~64 KB of every shard both ways (`Encoder.verified`), and a
+`prepare` also checks the first ~16k characters of every shard both ways (`Encoder.verified`), and a
 shard whose sample differs is encoded with `tokenizers` and counted in the summary; a text that
 tiktoken cannot encode falls back the same way. dolma2 (cl100k-style) passes all checks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
 from pathlib import Path
+
+from olmo2.utils import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,7 @@ PROBES = (
     "1234567890 12 123 1 ½ ² ⅓ 1e10 0x1F 3.14159",
     "\u00a0nbsp\u2009thin\u3000ideographic\u200bzero-width \u2028sep",
 )
-SAMPLE_CHARS = 1 << 16
+SAMPLE_CHARS = 1 << 14
 """Characters per shard checked both ways."""
 
 
@@ -154,12 +159,10 @@ def choose_backend(tokenizer_path: str) -> tuple[str, str]:
         return "tokenizers", "tiktoken is not installed"
     spec = json.loads(Path(tokenizer_path).read_text(encoding="utf-8"))
     problem = _structure_problem(spec)
+    if problem is None and not _merges_match(tokenizer_path, spec):
+        problem = "its merge list is not the one its ranks imply"
     if problem is None:
-        ranks, _ = _ranks(spec)
-        if _derived_merges(ranks) != _file_merges(spec):
-            problem = "its merge list is not the one its ranks imply"
-    if problem is None:
-        enc = Encoder(tokenizer_path, "tiktoken")
+        enc = encoder(tokenizer_path, "tiktoken")
         bad = [p for p in PROBES if enc._tiktoken(p) != enc._hf([p])[0]]
         if bad:
             problem = f"tiktoken differs on a probe text: {bad[0]!r}"
@@ -167,6 +170,22 @@ def choose_backend(tokenizer_path: str) -> tuple[str, str]:
         log.info("encoding with tokenizers, not tiktoken: %s", problem)
         return "tokenizers", problem
     return "tiktoken", "merges match the ranks; probes identical"
+
+
+def _merges_match(tokenizer_path: str, spec: dict) -> bool:
+    """Whether the file's merges are the ones its ranks imply; the answer is cached per file
+    content under `$OLMO2_CACHE_DIR` (default ~/.cache/olmo2), as the derivation takes ~2 s."""
+    digest = hashlib.sha256(Path(tokenizer_path).read_bytes()).hexdigest()
+    cache = Path(os.environ.get("OLMO2_CACHE_DIR", Path.home() / ".cache" / "olmo2"))
+    path = cache / "encoder" / f"merges-{digest[:32]}.json"
+    if path.is_file():
+        return bool(json.loads(path.read_text())["match"])
+    ranks, _ = _ranks(spec)
+    match = _derived_merges(ranks) == _file_merges(spec)
+    with contextlib.suppress(OSError):  # a read-only home only costs the 2 s next time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({"match": match}))
+    return match
 
 
 class Encoder:

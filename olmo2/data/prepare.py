@@ -52,9 +52,9 @@ from olmo2.data import fs
 from olmo2.data.decontam import ContaminationIndex, DecontamConfig
 from olmo2.data.dedup import DedupConfig, lsh_bands
 from olmo2.data.documents import check_inputs
-from olmo2.data.encoder import choose_backend
+from olmo2.data.encoder import choose_backend, encoder
 from olmo2.data.executors import EXECUTORS, make_executor, run_stage
-from olmo2.data.filters import FILTER_NAMES, FilterConfig
+from olmo2.data.filters import FILTER_NAMES, FilterConfig, FilterPipeline
 from olmo2.data.shards import make_shards, scan_task
 from olmo2.data.stages.analyze import analyze_shard
 from olmo2.data.stages.buckets import bucket_partition
@@ -345,25 +345,22 @@ def _job(cfg: PrepareConfig, state: dict, settings: dict) -> Job:
     job = Job(cfg, work, cfg.tasks or cfg.workers, state["tokenizer"], backend, index)
     job.bands, job.rows = bands, rows
     job.extra = {"dtype": state["dtype"], "backend_why": why}
+    if cfg.executor == "local":
+        # Load the language model and the encoder here once: the forked workers inherit them
+        # (seconds per process and stage otherwise).
+        FilterPipeline(cfg.filters)
+        encoder(job.tokenizer, backend)
     return job
 
 
 def _run(ex, job: Job, settings: dict, state: dict) -> dict:
-    cfg, out, work = job.cfg, fs.location(job.cfg.output), Path(job.work)
-    _pin_work(work, settings, job)
-    staging = job.staging
-    if isinstance(out, Path):
-        out.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(out)
-    check_state(out, state)
-    for name, content in ((STATE_FILE, settings), (TOKENIZE_STATE, state)):
-        text = json.dumps(content, indent=2)
-        publish(out, name, lambda tmp, text=text: tmp.write_text(text), staging)
+    cfg, out = job.cfg, fs.location(job.cfg.output)
+    _start_output(out, job, settings, state)
     timing: dict[str, float] = {}
 
     def stage(name, fn, specs):
         t0 = time.perf_counter()
-        results = run_stage(ex, work, name, fn, job, specs)
+        results = run_stage(ex, Path(job.work), name, fn, job, specs)
         timing[name] = time.perf_counter() - t0
         return results
 
@@ -388,26 +385,43 @@ def _run(ex, job: Job, settings: dict, state: dict) -> dict:
     plan = plan_parts(shard_lengths(job), cfg.max_part_tokens)
     timing["plan"] = time.perf_counter() - t0
     parts = stage("parts", write_part_task, list(enumerate(plan)))
-    inputs = [{k: s[k] for k in ("path", "bytes", "sha256")} for s in scans]
     extra = {
         "prepare": {
             "config": manifest_config(cfg),
             "funnel": funnel.to_dict(),
-            "inputs": inputs,
+            "inputs": [{k: s[k] for k in ("path", "bytes", "sha256")} for s in scans],
             "encoder": _encoder_report(job, emitted),
         }
     }
-    manifest = write_manifest(out, state, parts, extra, staging)
-    analyze_s = sum(v for k, v in timing.items() if k not in ("emit", "plan", "parts"))
-    tokenize_s = timing["emit"] + timing["plan"] + timing["parts"]
-    manifest["prepare"]["timing"] = {  # printed only: the manifest file stays reproducible
+    manifest = write_manifest(out, state, parts, extra, job.staging)
+    manifest["prepare"]["timing"] = _timing(timing, ex.description)  # printed only
+    return manifest
+
+
+def _start_output(out, job: Job, settings: dict, state: dict) -> None:
+    """Pin the settings in the output (and the work directory) before any stage runs."""
+    _pin_work(Path(job.work), settings, job)
+    if isinstance(out, Path):
+        out.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out)
+    check_state(out, state)
+    for name, content in ((STATE_FILE, settings), (TOKENIZE_STATE, state)):
+        text = json.dumps(content, indent=2)
+        publish(out, name, lambda tmp, text=text: tmp.write_text(text), job.staging)
+
+
+def _timing(stages: dict[str, float], executor: str) -> dict:
+    """Seconds per stage, and the summary's two phases (not in the manifest file, which stays
+    reproducible)."""
+    tokenize_s = stages["emit"] + stages["plan"] + stages["parts"]
+    analyze_s = sum(stages.values()) - tokenize_s
+    return {
         "analyze_s": analyze_s,
         "tokenize_s": tokenize_s,
         "total_s": analyze_s + tokenize_s,
-        "stages_s": timing,
-        "executor": ex.description,
+        "stages_s": stages,
+        "executor": executor,
     }
-    return manifest
 
 
 def _encoder_report(job: Job, emitted: list[dict]) -> dict:

@@ -3,7 +3,7 @@
 The task re-reads its shard and drops the documents that analyze filtered or found
 contaminated (drop mode) and those in the shard's removal list (datatrove's
 `MinhashDedupFilter`, stage 4), cuts duplicate paragraphs, and encodes the rest (each followed
-by EOS; `encoder.py`: tiktoken where exact, checked on the shard's first ~64 KB) into the
+by EOS; `encoder.py`: tiktoken where exact, checked on the shard's first ~16k characters) into the
 shard's token file, with one (id, source) row and one length per document for the `parts`
 stage. With `--attributes-dir` it writes, per shard, one JSON row per input document saying why
 it was dropped (in the spirit of dolma's attribute files).
