@@ -241,11 +241,15 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(cls: type[T], d: dict | None, prefix: str = "") -> T:
-    """Build dataclass `cls` from a nested dict, checking keys and value types."""
+def from_dict(cls: type[T], d: dict | None, prefix: str = "", base: T | None = None) -> T:
+    """Build dataclass `cls` from a nested dict, checking keys and value types. Keys not given
+    keep their defaults: `base`'s, or `cls()`'s, so a section given in a recipe starts from the
+    config's own default for it (a post-training `optim:` keeps weight decay 0, not
+    `OptimSection`'s 0.1)."""
     d = d or {}
     if not isinstance(d, dict):
         raise ValueError(f"{prefix or 'config'}: expected a mapping, got {type(d).__name__}")
+    base = cls() if base is None else base
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -253,8 +257,11 @@ def from_dict(cls: type[T], d: dict | None, prefix: str = "") -> T:
         full = f"{prefix}{key}"
         if key not in names:
             raise ValueError(_unknown(full, [f"{prefix}{n}" for n in names]))
-        kwargs[key] = _coerce(hints[key], value, full)
-    return cls(**kwargs)
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            kwargs[key] = from_dict(hints[key], value, f"{full}.", getattr(base, key))
+        else:
+            kwargs[key] = _coerce(hints[key], value, full)
+    return dataclasses.replace(base, **kwargs)
 
 
 def _unknown(key: str, known: list[str]) -> str:

@@ -167,7 +167,7 @@ def test_sft_output_loads_in_transformers_and_runs_eval_chat_and_chat(
 
     out, dump = tmp_path / "eval.json", tmp_path / "requests.jsonl"
     assert olmo2_main([
-        "eval", "--model", str(ckpt), "--tasks", "arc_easy:rc::olmes", "--limit", "2", "--chat",
+        "eval", "--model", str(ckpt), "--tasks", "arc_easy:rc::olmes", "--limit", "2", "--chat", "--truncate",
         "--data-dir", str(data_dir), "--output", str(out), "--dump-requests", str(dump),
         "--batch-size", "2", "--device", "cpu",
     ]) == 0  # fmt: skip

@@ -62,3 +62,20 @@ def test_cli_bad_key_exit_code(capsys, tmp_path):
     assert main(["train", str(RECIPE), "optim.lrr=1", f"trainer.run_dir={tmp_path / 'r'}"]) == 2
     assert "did you mean 'optim.lr'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_recipe_section_keeps_the_configs_own_defaults(tmp_path):
+    """A post-training recipe that sets only `optim.lr` keeps post-training's optimizer
+    defaults (weight decay 0, no clipping, no spike guard: open-instruct's), and `trainer:`
+    keeps its z-loss 0 — not the generic section's defaults (wd 0.1, clip 1.0, 6σ, 1e-5)."""
+    from olmo2.post.sft import SFTConfig
+    from olmo2.train.config import load_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: {size: debug}\ndata: {paths: [x.jsonl]}\noptim: {lr: 1.0e-5}\n"
+                      "trainer: {max_steps: 3}\n")  # fmt: skip
+    cfg = load_config(SFTConfig, recipe)
+    o = cfg.optim
+    assert (o.lr, o.weight_decay, o.clip_grad_norm, o.spike_sigma) == (1e-5, 0.0, None, None)
+    assert cfg.trainer.z_loss_multiplier == 0.0 and cfg.trainer.max_steps == 3
+    assert cfg.trainer.run_dir == SFTConfig().trainer.run_dir
