@@ -5,6 +5,7 @@ import json
 import pytest
 
 from olmo2.report import Report, training_report
+from tests.browser import FLAGS, chromium
 
 
 def test_report_builder(tmp_path):
@@ -71,33 +72,14 @@ def test_training_report_needs_metrics(tmp_path):
 
 
 # ---- the pages in a real browser --------------------------------------------------------------
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-]  # fmt: skip
-
-
-def _chromium() -> str:
-    import os
-    import shutil
-
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    msg = "headless Chromium is missing (Debian: apt-get install chromium)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(msg)
-    pytest.skip(msg)
-
-
 def _browse(page, tmp_path, name: str):
     """(rendered DOM, screenshot pixels) of `page` in headless Chromium."""
     import subprocess
 
     from matplotlib.image import imread
 
-    exe, png = _chromium(), tmp_path / f"{name}.png"
-    base = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / f'profile-{name}'}"]
+    exe, png = chromium(), tmp_path / f"{name}.png"
+    base = [exe, *FLAGS, "--hide-scrollbars", f"--user-data-dir={tmp_path / f'profile-{name}'}"]
     url = page.resolve().as_uri()
     subprocess.run([*base, f"--screenshot={png}", "--window-size=1280,1600", url],
                    check=True, capture_output=True, timeout=120)  # fmt: skip

@@ -11,7 +11,6 @@ import base64
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -20,19 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser import FLAGS, chromium
 from tests.infer.test_server import serve_in_thread
 
-CHROMIUM = next(
-    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
-)
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Chromium (Debian: apt-get install -y chromium)"
-)
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--disable-dev-shm-usage", "--window-size=1000,760", "--remote-debugging-pipe",
-]  # fmt: skip
+EXTRA_FLAGS = ["--disable-dev-shm-usage", "--window-size=1000,760", "--remote-debugging-pipe"]
 
 
 class Browser:
@@ -47,7 +37,7 @@ class Browser:
             os.dup2(from_browser, 4)
 
         self.proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
+            [chromium(), *FLAGS, *EXTRA_FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             pass_fds=(3, 4), preexec_fn=wire,
         )  # fmt: skip
