@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import logging
 
+# lm-eval's own models first: it loads them only into an empty registry (lm_eval/api/
+# registry.py `get_model`), so registering "olmo2" first would hide local-completions & co.
+import lm_eval.models  # noqa: F401, I001
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
