@@ -45,7 +45,14 @@ _BLOCK_KEYS = {
     "feed_forward.w_down": "mlp.down_proj",
     "feed_forward_norm": "post_feedforward_layernorm",
 }
-_TOP_KEYS = {"embeddings": "model.embed_tokens", "norm": "model.norm", "lm_head": "lm_head"}
+# `score`: the scalar head of a reward / value model (`Olmo2ForSequenceClassification`,
+# olmo2/model/reward.py), which has no `lm_head`
+_TOP_KEYS = {
+    "embeddings": "model.embed_tokens",
+    "norm": "model.norm",
+    "lm_head": "lm_head",
+    "score": "score",
+}
 _HF_BLOCK_KEYS = {v: k for k, v in _BLOCK_KEYS.items()}
 _HF_TOP_KEYS = {v: k for k, v in _TOP_KEYS.items()}
 
@@ -300,13 +307,17 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None, device
 
 
 def load(path_or_hub_id, revision=None, dtype=None, device=None):
-    """`olmo2.load`: a local directory or a hub id -> (model, tokenizer or None)."""
+    """`olmo2.load`: a local directory or a hub id -> (model, tokenizer or None); the model
+    is an `olmo2.model.reward.Olmo2Reward` for an `Olmo2ForSequenceClassification` directory."""
     from olmo2.tokenizer import Tokenizer
 
     path = resolve(path_or_hub_id, revision)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    model = load_model(path, dtype=dtype, device=device)
+    from olmo2.model.reward import is_reward_checkpoint, load_reward_model
+
+    loader = load_reward_model if is_reward_checkpoint(path) else load_model
+    model = loader(path, dtype=dtype, device=device)
     tok = (
         Tokenizer.from_file(path / "tokenizer.json")
         if (path / "tokenizer.json").is_file()
@@ -358,7 +369,12 @@ def write_hf_files(
                 total += t.numel() * t.element_size()
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2))
-    (out_dir / CONFIG_NAME).write_text(json.dumps(config_to_hf(model.config, dtype), indent=2))
+    hf_config = config_to_hf(model.config, dtype)
+    if "score.weight" in tensors:  # a reward / value model
+        from olmo2.model.reward import seq_cls_config
+
+        hf_config = seq_cls_config(hf_config)
+    (out_dir / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2))
     if tokenizer is not None:
         tokenizer.save(out_dir)
 
