@@ -22,7 +22,6 @@ H heads, K kv heads, E head dim, V vocab.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from olmo2.model.config import ModelConfig
+from olmo2.model.documents import Documents, document_attention, documents
 from olmo2.model.rope import rope_frequencies
 
 
@@ -83,62 +83,6 @@ def apply_rope(x_BHTE: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> to
     x = x_BHTE.float()
     x1, x2 = x.chunk(2, dim=-1)
     return (x * cos + torch.cat((-x2, x1), dim=-1) * sin).to(x_BHTE.dtype)
-
-
-@dataclass
-class Documents:
-    """Where the documents of a packed batch lie, for attention within each document without
-    a T×T mask (`document_attention`). Documents are grouped by their length rounded up
-    (to a quarter of its power of two, at least 16: at most 25% padding for long ones); a
-    group is a tensor of right-padded documents of L slots each.
-
-    Each group is (L, `take` [n·L]: the flat token index of each slot, a padded slot
-    repeating its document's last token, `real` [r]: the slots that hold tokens); `order`
-    [B·T] puts the groups' real slots, concatenated, back in token order."""
-
-    groups: list[tuple[int, torch.Tensor, torch.Tensor]]
-    order: torch.Tensor
-
-
-def documents(doc_ids_BT: torch.Tensor, min_len: int = 16) -> Documents:
-    """The `Documents` of `doc_ids` [B, T]: a document is a run of equal ids within a row
-    (every producer numbers documents in order, so equal ids are one run)."""
-    B, T = doc_ids_BT.shape
-    ids = doc_ids_BT.reshape(-1)
-    first = torch.ones_like(ids, dtype=torch.bool)
-    first[1:] = ids[1:] != ids[:-1]
-    first[::T] = True  # every row starts a document
-    starts = first.nonzero().squeeze(1)
-    lengths = torch.diff(starts, append=starts.new_tensor([B * T]))
-    step = (2 ** (lengths.float().log2().floor() - 2)).long().clamp(min=min_len)
-    padded = (lengths + step - 1) // step * step
-    groups, dest = [], []
-    for L in padded.unique().tolist():
-        s, n = starts[padded == L], lengths[padded == L]
-        slot = torch.arange(L, device=ids.device)[None]
-        take = (s[:, None] + torch.minimum(slot, n[:, None] - 1)).flatten()
-        real = (slot < n[:, None]).flatten().nonzero().squeeze(1)
-        groups.append((L, take, real))
-        dest.append(take[real])
-    return Documents(groups, torch.argsort(torch.cat(dest)))
-
-
-def document_attention(q_BHTE, k_BKTE, v_BKTE, docs: Documents) -> torch.Tensor:
-    """Causal attention within documents, as the dense mask `causal & same document` gives,
-    in memory linear in T: each group of right-padded documents runs through SDPA with
-    `is_causal=True` (flash kernels; exact for the real tokens, which come before the
-    padding), then the real rows go back to their places. OLMo-core reaches the same with
-    flash-attn's varlen kernel (`cu_doc_lens`)."""
-    B, H, T, E = q_BHTE.shape
-    flat = [x.transpose(1, 2).reshape(B * T, x.shape[1], E) for x in (q_BHTE, k_BKTE, v_BKTE)]
-    out = []
-    for L, take, real in docs.groups:
-        # [n·L, heads, E] -> [n, heads, L, E]
-        q, k, v = (x.index_select(0, take).view(-1, L, x.shape[1], E).transpose(1, 2) for x in flat)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=H != k.shape[1])
-        out.append(y.transpose(1, 2).reshape(-1, H, E).index_select(0, real))
-    y = torch.cat(out).index_select(0, docs.order)  # [B·T, H, E]
-    return y.view(B, T, H, E).transpose(1, 2)
 
 
 def attend(q_BHTE, k_BKSE, v_BKSE, mask: torch.Tensor | Documents | None) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""Intra-document attention without a T×T mask (`olmo2.model.transformer.documents` and
-`document_attention`) against the dense `causal & same document` mask, and its memory."""
+"""Intra-document attention without a T×T mask (`olmo2.model.documents`) against the dense
+`causal & same document` mask, and its memory."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from olmo2.model.config import ModelConfig
+from olmo2.model.documents import documents
 from olmo2.model.loss import lm_loss, shift_labels
-from olmo2.model.transformer import Olmo2, documents
+from olmo2.model.transformer import Olmo2
 from tests.model.helpers import CONFIGS, peak_heap_bytes, random_documents, random_model
 
 
@@ -55,9 +56,10 @@ def test_equals_the_dense_mask_reference(key):
 def test_groups_cover_every_token_once_with_little_padding():
     doc = random_documents(4, 2048, max_len=700, seed=3)
     d = documents(doc)
-    real = sum(len(r) for _, _, r in d.groups)
-    slots = sum(len(t) for _, t, _ in d.groups)
-    assert real == doc.numel() and torch.equal(d.order.sort().values, torch.arange(doc.numel()))
+    real = int((d.token_of < doc.numel()).sum())
+    slots = len(d.take)
+    assert real == doc.numel() and len(d.slot_of.unique()) == doc.numel()
+    assert torch.equal(d.take[d.slot_of], torch.arange(doc.numel()))  # each token in its slot
     assert slots <= 1.25 * real + 16 * len(d.groups) * 16  # <= 25%, or the 16-token minimum
     assert len(d.groups) <= 4 * 12  # a handful of SDPA calls per layer, not one per document
 
