@@ -1,4 +1,4 @@
-"""Pure loss functions of post-training (SFT, DPO, GRPO), each with a closed-form test.
+"""Pure loss functions of post-training (SFT, DPO, RM, GRPO), each with a closed-form test.
 
 Shapes: `B` sequences, `T` positions, `V` vocabulary. Labels are already aligned with the
 logits (position t predicts labels[t]); −100 marks positions that do not count. Everything
@@ -8,6 +8,8 @@ Sources:
 - DPO: `loss = −logsigmoid(β·((π_c − π_r) − (ref_c − ref_r)))`, rewards `β·(π − ref)`;
   `dpo_norm` uses the per-token *mean* log-prob of each response for policy and reference
   (allenai/open-instruct dpo_utils.py; Tülu 3 paper §4.3); `dpo` the sum.
+- Reward model (Bradley-Terry; allenai/open-instruct reward_modeling.py, Ouyang et al. 2022
+  eq. 1): `loss = −logsigmoid(r_c − r_r − margin)`, accuracy = fraction with r_c > r_r.
 - GRPO (allenai/open-instruct, legacy `grpo_vllm_thread_ray_gtrl.py`): advantages
   `(r − mean_group)/(std_group + 1e-8)`, per-token loss `max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)) +
   β·k3`, with k3 = `exp(−kl1) − 1 + kl1`, kl1 = logπ − logπ_ref (Schulman's k3 estimator).
@@ -84,6 +86,27 @@ def dpo_loss(
         (beta * (policy_chosen - ref_chosen)).detach(),
         (beta * (policy_rejected - ref_rejected)).detach(),
     )
+
+
+@dataclass
+class RMOutput:
+    losses: torch.Tensor
+    """[B] per-pair loss."""
+    margins: torch.Tensor
+    """[B] r_chosen − r_rejected, detached."""
+
+    @property
+    def accuracy(self) -> torch.Tensor:
+        return (self.margins > 0).float()
+
+
+def bradley_terry_loss(
+    chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | float = 0.0
+) -> RMOutput:
+    """Pairwise reward-model loss −log σ(r_c − r_r − margin) on scalar scores [B] (the
+    optional margin as in Llama 2's RM, Touvron et al. 2023 eq. 2)."""
+    diff = chosen.float() - rejected.float()
+    return RMOutput(-F.logsigmoid(diff - margin), diff.detach())
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-8) -> torch.Tensor:

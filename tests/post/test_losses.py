@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from olmo2.post.losses import (
+    bradley_terry_loss,
     dpo_loss,
     group_advantages,
     grpo_token_loss,
@@ -124,3 +125,15 @@ def test_grpo_token_loss_hand():
     lp2 = lp.clone().requires_grad_()
     grpo_token_loss(lp2, old, ref, adv, mask, eps, 0.0).token_loss.sum().backward()
     assert lp2.grad[0, 0] == 0 and lp2.grad[0, 1] != 0
+
+
+def test_bradley_terry_loss_accuracy_and_margin():
+    chosen, rejected = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.5, 1.0, 0.5])
+    out = bradley_terry_loss(chosen, rejected)
+    for i, d in enumerate([1.5, -2.0, 0.0]):
+        assert out.losses[i].item() == pytest.approx(math.log(1 + math.exp(-d)), rel=1e-6)
+    assert out.margins.tolist() == pytest.approx([1.5, -2.0, 0.0])
+    assert out.accuracy.tolist() == [1.0, 0.0, 0.0]  # a tie is not a win
+    with_margin = bradley_terry_loss(chosen, rejected, margin=torch.tensor([1.0, 0.0, 2.0]))
+    for i, d in enumerate([0.5, -2.0, -2.0]):
+        assert with_margin.losses[i].item() == pytest.approx(math.log(1 + math.exp(-d)), rel=1e-6)
