@@ -50,14 +50,33 @@ class ModelSection:
     max_seq_len: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
+    extend_context: int | None = None
+    """Long-context stage: extend the model to this many tokens with `rope_scaling`, factor =
+    new / original length (OLMo-core `YaRNRoPEScalingConfig(factor, old_context_len)`)."""
+    rope_scaling: str = "yarn"
+    """With `extend_context`: linear | dynamic | yarn | llama3 | none (plain RoPE, e.g. a new
+    `rope_theta`: ABF)."""
+    rope_theta: float | None = None
+    """A new RoPE base (ABF) for the extended model; None keeps the checkpoint's."""
+
+    EXTENSION = ("extend_context", "rope_scaling", "rope_theta")
 
     def overrides(self) -> dict:
-        skip = {"size", "load_path", "reset_trainer_state"}
+        skip = {"size", "load_path", "reset_trainer_state", *self.EXTENSION}
         return {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if f.name not in skip and getattr(self, f.name) is not None
         }
+
+    def extend(self, cfg):
+        """`cfg` (a ModelConfig) with the long-context extension applied, if one is asked."""
+        if self.extend_context is None:
+            if self.rope_theta is not None:
+                raise ValueError("model.rope_theta needs model.extend_context")
+            return cfg
+        options = {} if self.rope_theta is None else {"rope_theta": self.rope_theta}
+        return cfg.with_context(self.extend_context, self.rope_scaling, **options)
 
 
 @dataclass

@@ -79,10 +79,11 @@ def resolve_model_config(cfg) -> ModelConfig:
         loaded = read_config(m.load_path)
         if m.size is not None:
             ckpt.check_model_config(Path(m.load_path), ModelConfig.named(m.size, **m.overrides()))
-        return dataclasses.replace(loaded, **m.overrides()) if m.overrides() else loaded
+        loaded = dataclasses.replace(loaded, **m.overrides()) if m.overrides() else loaded
+        return m.extend(loaded)
     if m.size is None:
         raise ValueError("model.size or model.load_path must be set")
-    return ModelConfig.named(m.size, **m.overrides())
+    return m.extend(ModelConfig.named(m.size, **m.overrides()))
 
 
 def find_start(cfg, weights_only: bool = False) -> Start:
