@@ -1,4 +1,4 @@
-"""Pure loss functions of post-training (SFT, DPO, RM, GRPO), each with a closed-form test.
+"""Pure loss functions of post-training (SFT, DPO, RM, GRPO, PPO), each with a closed-form test.
 
 Shapes: `B` sequences, `T` positions, `V` vocabulary. Labels are already aligned with the
 logits (position t predicts labels[t]); −100 marks positions that do not count. Everything
@@ -13,10 +13,19 @@ Sources:
 - GRPO (allenai/open-instruct, legacy `grpo_vllm_thread_ray_gtrl.py`): advantages
   `(r − mean_group)/(std_group + 1e-8)`, per-token loss `max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)) +
   β·k3`, with k3 = `exp(−kl1) − 1 + kl1`, kl1 = logπ − logπ_ref (Schulman's k3 estimator).
+- PPO (allenai/open-instruct, legacy `ppo_vllm_thread_ray_gtrl.py` at `bac939310^` and its
+  OLMo variant `ppo_vllm_thread_ray_gtrl_olmo.py` at `b452f9226`, after TRL's PPOv2): the KL
+  enters as a per-token reward `−β·kl1`; GAE (Schulman et al. 2016, eq. 16)
+  `δ_t = r_t + γ·V_{t+1} − V_t`, `A_t = δ_t + γλ·A_{t+1}`, returns `A + V`; advantages
+  whitened with the masked mean and the unbiased masked variance (`masked_whiten`, eps 1e-8);
+  policy loss `max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))`; value loss
+  `0.5·max((V − R)², (clip(V, V_old ± ε_v) − R)²)` (Schulman et al. 2017, as in
+  OpenAI baselines' ppo2).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -158,3 +167,108 @@ def grpo_token_loss(
     kl = k3_kl(logp, ref_logp)
     loss = (pg + beta * kl) * m
     return GRPOOutput(loss, (kl * m).detach(), ((clipped > unclipped).float() * m).detach())
+
+
+# ---- PPO ----------------------------------------------------------------------------------------
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `x` over the positions `mask` marks (0 when none are)."""
+    m = mask.float()
+    return (x * m).sum() / m.sum().clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unbiased (Bessel-corrected) variance of `x` over the masked positions; needs two."""
+    n = mask.float().sum()
+    if n < 2:
+        raise ValueError(f"masked_var needs at least two masked positions, got {int(n)}")
+    return masked_mean((x - masked_mean(x, mask)) ** 2, mask) * n / (n - 1)
+
+
+def whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
+    """(x − mean)/√(var + eps) over the masked positions (open-instruct `masked_whiten`);
+    `shift_mean=False` adds the mean back. Masked-out positions are set to 0."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    return torch.where(mask.bool(), out if shift_mean else out + mean, 0.0)
+
+
+def kl_reward(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, beta: float):
+    """Per-token KL penalty as a reward, −β·kl1 with kl1 = logπ − logπ_ref (open-instruct's
+    `kl_estimator kl1`); returns (reward [B, T], kl1 [B, T]), both 0 where `mask` is 0."""
+    m = mask.bool()
+    kl1 = torch.where(m, logp.float() - ref_logp.float(), 0.0)
+    return -beta * kl1, kl1
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over [B, T] per-token rewards and values.
+
+    `mask` marks each row's response tokens, one contiguous run (left prompt columns and
+    right padding are 0): the value after the last response token is 0 (the episode ends
+    there), and masked positions contribute nothing. Returns (advantages, returns = A + V),
+    both 0 where `mask` is 0."""
+    m = mask.float()
+    r, v = rewards.float() * m, values.float() * m
+    T = r.shape[1]
+    adv = torch.zeros_like(r)
+    last = torch.zeros_like(r[:, 0])
+    for t in reversed(range(T)):
+        next_v = v[:, t + 1] if t + 1 < T else torch.zeros_like(last)
+        delta = r[:, t] + gamma * next_v - v[:, t]
+        last = delta + gamma * lam * last
+        adv[:, t] = last
+    adv = adv * m
+    return adv, (adv + v) * m
+
+
+@dataclass
+class ClippedLoss:
+    loss: torch.Tensor
+    """[B, T] per-token loss (0 on masked positions)."""
+    clipped: torch.Tensor
+    """[B, T] 1.0 where the clipped branch was the larger (taken) one, detached."""
+
+
+def ppo_policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float = 0.2,
+) -> ClippedLoss:
+    """PPO-clip per token: max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)) with ρ = exp(logπ − logπ_old);
+    `advantages` are per token [B, T]."""
+    m = mask.float()
+    ratio = torch.exp(logp - old_logp)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip_eps, 1 + clip_eps)
+    return ClippedLoss(
+        torch.maximum(unclipped, clipped) * m, ((clipped > unclipped).float() * m).detach()
+    )
+
+
+def ppo_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float = 0.2,
+) -> ClippedLoss:
+    """Clipped value loss per token: 0.5·max((V − R)², (clip(V, V_old ± ε) − R)²)."""
+    m = mask.float()
+    vclipped = old_values + (values - old_values).clamp(-clip_eps, clip_eps)
+    l1, l2 = (values - returns) ** 2, (vclipped - returns) ** 2
+    return ClippedLoss(0.5 * torch.maximum(l1, l2) * m, ((l2 > l1).float() * m).detach())
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 − Var(R − V)/Var(R) over the masked positions (1 = perfect, 0 = no better than the
+    mean; NaN when the returns do not vary)."""
+    var = masked_var(returns, mask)
+    return float(1 - masked_var(returns - values, mask) / var) if var > 0 else math.nan

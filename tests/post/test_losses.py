@@ -10,12 +10,18 @@ import torch
 from olmo2.post.losses import (
     bradley_terry_loss,
     dpo_loss,
+    explained_variance,
+    gae,
     group_advantages,
     grpo_token_loss,
     k3_kl,
+    kl_reward,
     masked_ce,
+    ppo_policy_loss,
+    ppo_value_loss,
     sequence_logps,
     token_logps,
+    whiten,
 )
 
 
@@ -137,3 +143,111 @@ def test_bradley_terry_loss_accuracy_and_margin():
     with_margin = bradley_terry_loss(chosen, rejected, margin=torch.tensor([1.0, 0.0, 2.0]))
     for i, d in enumerate([0.5, -2.0, -2.0]):
         assert with_margin.losses[i].item() == pytest.approx(math.log(1 + math.exp(-d)), rel=1e-6)
+
+
+# ---- PPO ----------------------------------------------------------------------------------------
+
+# two rows of five columns: a prompt column, then 3 and 2 response tokens, then padding
+PPO_MASK = torch.tensor([[0, 1, 1, 1, 0], [0, 1, 1, 0, 0]])
+PPO_REWARDS = torch.tensor([[9.0, 0.1, -0.2, 10.0, 5.0], [7.0, 0.3, -10.0, 4.0, 4.0]])
+PPO_VALUES = torch.tensor([[3.0, 1.0, 2.0, 4.0, 8.0], [6.0, -1.0, 0.5, 2.0, 2.0]])
+
+
+def _gae_by_hand(rewards, values, mask, gamma, lam):
+    """The textbook loop on each row's response tokens alone (V after the last token = 0)."""
+    adv, ret = [[0.0] * len(r) for r in rewards], [[0.0] * len(r) for r in rewards]
+    for i, row in enumerate(mask):
+        idx = [t for t, m in enumerate(row) if m]
+        r, v = [rewards[i][t] for t in idx], [values[i][t] for t in idx]
+        a = 0.0
+        for j in reversed(range(len(idx))):
+            nv = v[j + 1] if j + 1 < len(idx) else 0.0
+            a = r[j] + gamma * nv - v[j] + gamma * lam * a
+            adv[i][idx[j]], ret[i][idx[j]] = a, a + v[j]
+    return adv, ret
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+@pytest.mark.parametrize("lam", [0.0, 0.95, 1.0])
+def test_gae_equals_hand_loop_with_masks(gamma, lam):
+    adv, ret = gae(PPO_REWARDS, PPO_VALUES, PPO_MASK, gamma, lam)
+    want_a, want_r = _gae_by_hand(
+        PPO_REWARDS.tolist(), PPO_VALUES.tolist(), PPO_MASK.tolist(), gamma, lam
+    )
+    assert torch.allclose(adv, torch.tensor(want_a), atol=1e-6)
+    assert torch.allclose(ret, torch.tensor(want_r), atol=1e-6)
+
+
+def test_gae_closed_forms():
+    """λ = 0: A_t = δ_t (one-step TD); γ = λ = 1: R_t = the sum of the rewards to go."""
+    r, v, m = PPO_REWARDS, PPO_VALUES, PPO_MASK
+    adv, _ = gae(r, v, m, 1.0, 0.0)
+    # row 0: tokens 1..3; δ1 = 0.1 + 2 − 1, δ2 = −0.2 + 4 − 2, δ3 = 10 + 0 − 4
+    assert adv[0].tolist() == pytest.approx([0.0, 1.1, 1.8, 6.0, 0.0])
+    _, ret = gae(r, v, m, 1.0, 1.0)
+    assert ret[0].tolist() == pytest.approx([0.0, 9.9, 9.8, 10.0, 0.0])
+    assert ret[1].tolist() == pytest.approx([0.0, -9.7, -10.0, 0.0, 0.0])
+    _, ret = gae(r, v, m, 0.5, 1.0)  # discounted reward to go
+    assert ret[0, 1].item() == pytest.approx(0.1 + 0.5 * -0.2 + 0.25 * 10.0)
+
+
+def test_whiten_masked_mean_and_unbiased_var():
+    x = torch.tensor([[100.0, 1.0, 2.0, 3.0], [-50.0, 4.0, -100.0, 7.0]])
+    m = torch.tensor([[0, 1, 1, 1], [0, 1, 0, 1]])
+    vals = [1.0, 2.0, 3.0, 4.0, 7.0]
+    mean = sum(vals) / 5
+    var = sum((a - mean) ** 2 for a in vals) / 4
+    w = whiten(x, m)
+    assert w[0, 1].item() == pytest.approx((1.0 - mean) / math.sqrt(var + 1e-8), rel=1e-6)
+    assert w[1, 3].item() == pytest.approx((7.0 - mean) / math.sqrt(var + 1e-8), rel=1e-6)
+    assert w[0, 0] == 0 and w[1, 2] == 0
+    w2 = whiten(x, m, shift_mean=False)
+    assert w2[0, 1].item() == pytest.approx((1.0 - mean) / math.sqrt(var + 1e-8) + mean, rel=1e-6)
+    with pytest.raises(ValueError, match="two"):
+        whiten(x, torch.tensor([[0, 1, 0, 0], [0, 0, 0, 0]]))
+
+
+def test_ppo_policy_loss_hand():
+    logp = torch.tensor([[-1.0, -0.5, -2.0], [-0.1, -3.0, -1.0]])
+    old = torch.tensor([[-1.0, -1.0, -1.0], [-0.5, -2.0, -1.0]])
+    adv = torch.tensor([[2.0, 1.0, -1.0], [0.5, 3.0, 4.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    out = ppo_policy_loss(logp, old, adv, mask, clip_eps=0.2)
+    want, clipped = [], []
+    for lp, o, a, m in zip(logp.flatten(), old.flatten(), adv.flatten(), mask.flatten()):
+        rho = math.exp(lp - o)
+        u, c = -a * rho, -a * min(max(rho, 0.8), 1.2)
+        want.append(max(u, c) * m)
+        clipped.append(float(c > u) * m)
+    assert out.loss.flatten().tolist() == pytest.approx([float(x) for x in want], rel=1e-6)
+    assert out.clipped.flatten().tolist() == [float(x) for x in clipped]
+    # ratio 1: −A; ρ = e^0.5 with A > 0 is clipped at 1.2, ρ = e^−1 with A < 0 at 0.8
+    assert out.loss[0].tolist() == pytest.approx([-2.0, -1.2, 0.8])
+    assert out.clipped.tolist() == [[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]
+
+
+def test_ppo_value_loss_hand():
+    v = torch.tensor([[1.0, 2.0, 0.0], [5.0, -1.0, 3.0]])
+    old = torch.tensor([[1.1, 1.0, 0.5], [4.0, -1.1, 0.0]])
+    ret = torch.tensor([[2.0, 0.0, -0.5], [6.0, 3.0, 1.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    out = ppo_value_loss(v, old, ret, mask, clip_eps=0.2)
+    # 0.5·max((V − R)², (clip(V, V_old ± 0.2) − R)²); the clipped V: 1.0, 1.2, 0.3 / 4.2, −1.0
+    want = [[0.5 * 1.0, 0.5 * 4.0, 0.5 * 0.8**2], [0.5 * 1.8**2, 0.5 * 16.0, 0.0]]
+    assert out.loss.flatten().tolist() == pytest.approx(sum(want, []), rel=1e-6)
+    assert out.clipped.tolist() == [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+
+
+def test_kl_reward_and_explained_variance():
+    logp = torch.tensor([[-1.0, -2.0, -0.5]])
+    ref = torch.tensor([[-1.5, -1.0, -9.0]])
+    r, kl1 = kl_reward(logp, ref, torch.tensor([[1, 1, 0]]), beta=0.05)
+    assert kl1[0].tolist() == pytest.approx([0.5, -1.0, 0.0])
+    assert r[0].tolist() == pytest.approx([-0.025, 0.05, 0.0])
+    m = torch.tensor([[1, 1, 1, 0]])
+    ret = torch.tensor([[1.0, 2.0, 3.0, 99.0]])
+    assert explained_variance(ret, ret, m) == pytest.approx(1.0)
+    assert explained_variance(torch.full_like(ret, 2.0), ret, m) == pytest.approx(0.0)
+    # residuals (0, 1, −1): var 1 vs var(R) 1 -> 0; halved residuals -> 1 − 0.25
+    v = torch.tensor([[1.0, 1.5, 3.5, 0.0]])
+    assert explained_variance(v, ret, m) == pytest.approx(1 - 0.25, rel=1e-6)
