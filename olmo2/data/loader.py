@@ -6,8 +6,10 @@ The rules (DESIGN §3, the OLMo convention) — `olmo2.train.data.TokenBatches` 
 - `paths` entries are token files, directories (their sorted `*.npy` files, label masks
   `*.mask.npy` excluded) or globs (sorted matches), expanded in the order given. A path may
   appear several times (upsampling, see `olmo2.data.mixture`).
-- Each file is cut into `seq_len`-token instances, its tail dropped; the instances of all
-  files are numbered consecutively in path order (global instance index).
+- Each file is cut into `seq_len`-token instances, its tail dropped (`packing: concat`), or
+  its whole documents are packed into padded `seq_len` instances by best-fit decreasing
+  (`packing: bfd`, `olmo2.data.packing`); the instances of all files are numbered
+  consecutively in path order (global instance index).
   `path_instances[k]`, when given, keeps only that many instances of path k, evenly spaced
   over the file (a deterministic downsample).
 - Epoch e's order is `numpy.random.Generator(PCG64(seed + e)).permutation(n_instances)`;
@@ -19,14 +21,15 @@ The rules (DESIGN §3, the OLMo convention) — `olmo2.train.data.TokenBatches` 
   last position −100, and −100 wherever the label-mask file is False at the target token;
   `index` [B/W] global instance indices; with `doc_masking`, `doc_ids` [B/W, T] numbering the
   documents inside each row (an EOS belongs to the document it ends; the token after it
-  starts the next).
+  starts the next; with `bfd` each packed segment is one document and padding is one more,
+  never trained on).
 - Resume: `state_dict()` holds `tokens_seen` and a dataset fingerprint (SHA-256 of dtype,
   EOS id, seq_len and each file's name and size); `load_state_dict` refuses another
   fingerprint and continues at global batch `tokens_seen // (B · seq_len)`, on any world size.
 
 Config field names (`DataConfig`, also the `data:` section of a run's `config.yaml`):
 `paths`, `seq_len`, `global_batch_size`, `seed`, `label_mask_paths`, `doc_masking`
-(alias `document_boundaries`), `eos_token_id`, `dtype`, `path_instances`.
+(alias `document_boundaries`), `eos_token_id`, `dtype`, `path_instances`, `packing`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from olmo2.data import packing as packing_
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,8 @@ class DataConfig:
     dtype: str = "uint32"
     path_instances: list[int | None] | None = None
     """Per `paths` entry: how many instances to keep (None = all)."""
+    packing: str = "concat"
+    """concat (consecutive windows) | bfd (whole documents, best-fit decreasing, padded)."""
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
@@ -115,6 +122,8 @@ class InstanceLoader:
             raise ValueError(f"data.dtype={cfg.dtype!r}: expected one of {sorted(DTYPES)}")
         if cfg.seq_len < 2 or cfg.global_batch_size < 1:
             raise ValueError("data.seq_len must be >= 2 and data.global_batch_size >= 1")
+        if cfg.packing not in ("concat", "bfd"):
+            raise ValueError(f"data.packing={cfg.packing!r}: expected concat or bfd")
         if cfg.global_batch_size % world_size:
             raise ValueError(
                 f"data.global_batch_size={cfg.global_batch_size} is not divisible by the "
@@ -125,6 +134,18 @@ class InstanceLoader:
         self.files = [f for g in groups for f in g]
         self.tokens = [_memmap(f, DTYPES[cfg.dtype]) for f in self.files]
         self.masks = self._load_masks()
+        self.packed = (
+            [packing_.pack(t, cfg.seq_len, cfg.eos_token_id) for t in self.tokens]
+            if cfg.packing == "bfd"
+            else None
+        )
+        if self.packed is not None:
+            used = sum(int(inst[:, 1].sum()) for file in self.packed for inst in file)
+            n = sum(len(file) for file in self.packed)
+            log.info(
+                "packed %s tokens into %s instances of %d (%.1f%% padding)",
+                f"{used:,}", f"{n:,}", cfg.seq_len, 100 * (1 - used / max(n * cfg.seq_len, 1)),
+            )  # fmt: skip
         self._select = self._selections(groups)
         counts = np.array([len(s) for s in self._select], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -166,7 +187,7 @@ class InstanceLoader:
             )
         out, i = [], 0
         for group, limit in zip(groups, limits):
-            counts = [len(self.tokens[i + j]) // self.cfg.seq_len for j in range(len(group))]
+            counts = [self._file_instances(i + j) for j in range(len(group))]
             total = sum(counts)
             keep = (
                 np.arange(total)
@@ -180,21 +201,32 @@ class InstanceLoader:
             i += len(group)
         return out
 
+    def _file_instances(self, f: int) -> int:
+        if self.packed is not None:
+            return len(self.packed[f])
+        return len(self.tokens[f]) // self.cfg.seq_len
+
     # ---- identity and positions -----------------------------------------------------------
 
     @property
     def fingerprint(self) -> str:
-        h = hashlib.sha256(f"{self.cfg.dtype}|{self.cfg.eos_token_id}|{self.cfg.seq_len}".encode())
+        c = self.cfg
+        key = f"{c.dtype}|{c.eos_token_id}|{c.seq_len}" + ("|bfd" if c.packing == "bfd" else "")
+        h = hashlib.sha256(key.encode())
         for f, sel in zip(self.files, self._select):
             h.update(f"|{f.name}:{f.stat().st_size}:{len(sel)}".encode())
         return h.hexdigest()
 
-    def locate(self, i: int) -> tuple[int, int]:
-        """Global instance index → (file number, token offset of the instance in that file)."""
+    def segments(self, i: int) -> tuple[int, np.ndarray]:
+        """Global instance index → (file number, its `[k, 2]` (start, length) token segments
+        in that file: one `seq_len` window with `concat`)."""
         if not 0 <= i < self.n_instances:
             raise IndexError(f"instance {i} is outside [0, {self.n_instances})")
         f = int(np.searchsorted(self.offsets, i, side="right") - 1)
-        return f, int(self._select[f][i - int(self.offsets[f])]) * self.cfg.seq_len
+        k = int(self._select[f][i - int(self.offsets[f])])
+        if self.packed is not None:
+            return f, self.packed[f][k]
+        return f, np.array([[k * self.cfg.seq_len, self.cfg.seq_len]], dtype=np.int64)
 
     def order(self, epoch: int) -> np.ndarray:
         cached_epoch, perm = self._perm_cache  # one attribute: safe with the prefetch thread
@@ -215,27 +247,35 @@ class InstanceLoader:
 
     def get_batch(self, g: int) -> dict[str, torch.Tensor]:
         rows = self.batch_rows(g, self.rank)
-        T = self.cfg.seq_len
-        ids = np.empty((len(rows), T), dtype=np.int64)
-        mask = np.empty((len(rows), T), dtype=bool) if self.masks is not None else None
+        T, eos = self.cfg.seq_len, self.cfg.eos_token_id
+        ids = np.full((len(rows), T), max(eos, 0), dtype=np.int64)  # padding: EOS, untrained
+        train = np.zeros((len(rows), T), dtype=bool)
+        seg = np.zeros((len(rows), T), dtype=np.int64)
         for k, i in enumerate(rows):
-            f, start = self.locate(int(i))
-            ids[k] = self.tokens[f][start : start + T]
-            if mask is not None:
-                mask[k] = self.masks[f][start : start + T]
+            f, spans = self.segments(int(i))
+            at = 0
+            for n, (start, length) in enumerate(spans.tolist()):
+                ids[k, at : at + length] = self.tokens[f][start : start + length]
+                keep = True if self.masks is None else self.masks[f][start : start + length]
+                train[k, at : at + length] = keep
+                seg[k, at : at + length] = n
+                at += length
+            seg[k, at:] = len(spans)
         input_ids = torch.from_numpy(ids)
         labels = torch.full_like(input_ids, -100)
         labels[:, :-1] = input_ids[:, 1:]
-        if mask is not None:
-            labels[:, :-1][~torch.from_numpy(mask[:, 1:])] = -100
+        labels[:, :-1][~torch.from_numpy(train[:, 1:])] = -100
         out = {
             "input_ids": input_ids,
             "labels": labels,
             "index": torch.from_numpy(rows.astype(np.int64)),
         }
         if self.cfg.doc_masking:
-            eos = (input_ids == self.cfg.eos_token_id).long()
-            out["doc_ids"] = eos.cumsum(1) - eos
+            if self.packed is not None:
+                out["doc_ids"] = torch.from_numpy(seg)
+            else:
+                is_eos = (input_ids == eos).long()
+                out["doc_ids"] = is_eos.cumsum(1) - is_eos
         return out
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

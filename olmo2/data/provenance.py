@@ -80,16 +80,14 @@ def batch_provenance(
     loader: InstanceLoader, g: int, rank: int | None = None
 ) -> list[InstanceProvenance]:
     """Provenance of every instance of global batch `g` (on `rank`, or all ranks' rows)."""
-    idx, T = _Indexes(), loader.cfg.seq_len
+    idx = _Indexes()
     out = []
     for i in loader.batch_rows(g, rank).tolist():
-        f, start = loader.locate(int(i))
+        f, spans = loader.segments(int(i))
         path = loader.files[f]
-        out.append(
-            InstanceProvenance(
-                int(i), str(path), start, start + T, idx.overlapping(path, start, start + T)
-            )
-        )
+        pieces = [p for s, n in spans.tolist() for p in idx.overlapping(path, s, s + n)]
+        start, end = int(spans[:, 0].min()), int((spans[:, 0] + spans[:, 1]).max())
+        out.append(InstanceProvenance(int(i), str(path), start, end, pieces))
     return out
 
 

@@ -94,6 +94,9 @@ class DataSection:
     """Shuffle seed: epoch e uses PCG64(seed + e)."""
     doc_masking: bool = False
     """Restrict attention to each token's own document (split on EOS)."""
+    packing: str = "concat"
+    """concat: consecutive `seq_len` windows of the token files | bfd: whole documents packed
+    longest first into padded instances (`olmo2.data.packing`; the long-context stage)."""
     eval_paths: list[str] = field(default_factory=list)
     """Held-out token files for in-loop bits-per-byte."""
     eval_max_chunks: int = 32
@@ -108,6 +111,8 @@ class DataSection:
 
     def validate(self) -> None:
         check_batch(self.global_batch_size, self.micro_batch_size, self.seq_len)
+        if self.packing not in ("concat", "bfd"):
+            raise ValueError(f"data.packing={self.packing!r}: expected concat or bfd")
         if self.label_mask_paths and len(self.label_mask_paths) != len(self.paths):
             raise ValueError("data.label_mask_paths must give one mask file per data.paths entry")
 

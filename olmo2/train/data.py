@@ -47,6 +47,7 @@ def build_loader(
         seed=d.seed,
         label_mask_paths=list(d.label_mask_paths) or None,
         doc_masking=d.doc_masking,
+        packing=d.packing,
         eos_token_id=-1 if eos_token_id is None else eos_token_id,
     )
     return VocabChecked(InstanceLoader(cfg, rank, world_size), vocab_size)

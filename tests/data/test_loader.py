@@ -150,7 +150,7 @@ def test_directory_glob_and_downsample(tmp_path):
     assert by_dir.files == by_glob.files == InstanceLoader(cfg(paths)).files
     down = InstanceLoader(cfg([paths[1], paths[1]], path_instances=[5, None]), prefetch=0)
     assert down.n_instances == 5 + 25
-    assert [down.locate(i)[1] for i in range(5)] == [0, 50, 100, 150, 200]
+    assert [int(down.segments(i)[1][0, 0]) for i in range(5)] == [0, 50, 100, 150, 200]
 
 
 def test_order_is_pcg64_permutation_of_seed_plus_epoch(tmp_path):

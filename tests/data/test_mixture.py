@@ -38,7 +38,10 @@ def token_share(mix, seq_len=10):
         )
     )
     vals = np.concatenate(
-        [ld.tokens[f][s : s + seq_len] for f, s in map(ld.locate, range(ld.n_instances))]
+        [
+            ld.tokens[f][sp[0, 0] : sp[0, 0] + seq_len]
+            for f, sp in map(ld.segments, range(ld.n_instances))
+        ]
     )
     return ld.n_instances, (vals == 1).mean()
 
@@ -59,7 +62,7 @@ def test_ratio_budget_up_and_downsamples(tmp_path, sources):
             mix.paths[:2], seq_len=10, global_batch_size=1, path_instances=mix.path_instances[:2]
         )
     )
-    per_file = [sum(1 for i in range(ld.n_instances) if ld.locate(i)[0] == f) for f in range(2)]
+    per_file = [sum(1 for i in range(ld.n_instances) if ld.segments(i)[0] == f) for f in range(2)]
     assert per_file == [34, 16]
 
 

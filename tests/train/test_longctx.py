@@ -1,7 +1,7 @@
 """The context-extension stage (`model.extend_context`, recipes/*longctx.yaml): a model
 pretrained at 64 tokens is extended 4× with YaRN and intra-document masking; the checkpoint
 records the scaling in the form transformers reads (same logits past the old context), and
-the extended model predicts the positions past the old context better than the model it
+the instances are whole documents packed by best-fit decreasing, and the extended model predicts the positions past the old context better than the model it
 started from."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def test_extension_stage_scales_rope_and_helps_past_the_old_context(tmp_path):
     extend = [
         f"model.load_path={start}", "model.size=null", "model.reset_trainer_state=true",
         f"model.extend_context={LONG}", "model.rope_scaling=yarn", f"data.seq_len={LONG}",
-        "data.doc_masking=true", "trainer.stage=3", "trainer.activation_checkpointing=true",
+        "data.doc_masking=true", "data.packing=bfd", "trainer.stage=3", "trainer.activation_checkpointing=true",
         "data.global_batch_size=4", "data.micro_batch_size=2", "optim.lr=1e-3",
         "schedule.warmup_steps=5",
     ]  # fmt: skip
