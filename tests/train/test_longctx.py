@@ -1,8 +1,8 @@
 """The context-extension stage (`model.extend_context`, recipes/*longctx.yaml): a model
-pretrained at 64 tokens is extended 4× with YaRN and intra-document masking; the checkpoint
-records the scaling in the form transformers reads (same logits past the old context), and
-the instances are whole documents packed by best-fit decreasing, and the extended model predicts the positions past the old context better than the model it
-started from."""
+pretrained at 64 tokens is extended 4× with YaRN, intra-document masking and whole documents
+packed by best-fit decreasing; the checkpoint records the scaling in the form transformers
+reads (same logits past the old context), and the extended model predicts the positions past
+the old context better than the model it started from."""
 
 from __future__ import annotations
 
