@@ -2,22 +2,28 @@
 
 Per rollout (the OLMo 2 1B GRPO recipe, allenai/open-instruct docs/olmo2.md and the legacy
 grpo_vllm_thread_ray_gtrl.py): take `data.global_batch_size` prompts, sample
-`grpo.num_samples` completions of each with the batched KV-cache generator
-(`olmo2.infer.generate.complete`, temperature 1, ending at EOS), score their text with the
-verifiers (`olmo2.post.rewards`: 10 × score, optional non-stop penalty), compute group
-advantages (r − mean)/(std + 1e-8), and take `grpo.mini_batches` optimizer steps on slices
+`grpo.num_samples` completions of each through the rollout engine (`olmo2.post.rollout`:
+`rollout.backend=olmo2`, the batched KV-cache generator on the policy itself, or `vllm`, a
+vLLM engine given the policy's weights each rollout; temperature 1, ending at EOS), score
+their text with the verifiers (`olmo2.post.rewards`: 10 × score, optional non-stop
+penalty), compute group advantages (r − mean)/(std + 1e-8), and take `grpo.mini_batches` optimizer steps on slices
 of the rollout with the clipped policy-ratio loss + β·k3 KL to the frozen starting policy
 (β 0.01). Prompt and padding tokens are masked. The rollout happens inside the data source,
 which the trainer calls right before each step, so every rollout uses the current policy.
+With `rollout.backend=vllm` the policy-gradient term of each token is reweighted by the
+truncated importance-sampling weight min(π_learner/π_vLLM, `rollout.is_cap`), for the two
+engines' numerical mismatch (`olmo2.post.rollout`).
 
 Normalisation (`grpo.loss_norm`): `token` — the mean over all response tokens of the
 optimizer step (open-instruct's masked mean; DAPO-style) — or `sequence` — the mean over
 completions of each completion's token mean (the GRPO paper).
 
 Logged per step: loss, `reward`, `pass_rate` (fraction with score 1), `kl` (k3 per token),
-`clip_frac`, `response_len`, `finished` (fraction that emitted EOS); `data_time` is the
-rollout time (generation + scoring + reference log-probs) and `step_time − data_time` the
-learner time.
+`clip_frac`, `response_len`, `finished` (fraction that emitted EOS); with vLLM rollouts also
+`is_weight` (the mean truncated IS weight), `is_capped` (the fraction of tokens over the
+cap) and `rollout_logp_diff` (the mean |log π_learner − log π_vLLM| per token: the
+mismatch). `data_time` is the rollout time (weight sync + generation + scoring + reference
+log-probs) and `step_time − data_time` the learner time.
 
 Prompt rows are `{messages, ground_truth, dataset}`. Make them with
 `olmo2 grpo --make-gsm8k-prompts OUT.jsonl` (GSM8K train from the shared data directory)
@@ -35,8 +41,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from olmo2.eval.harness import eval_mode
-from olmo2.infer.generate import SamplingConfig, complete
+from olmo2.infer.backends import BackendUnavailable
 from olmo2.post import common, rewards
 from olmo2.post.common import EpochSampler, PostConfig, post_trainer
 from olmo2.post.data import (
@@ -49,7 +54,8 @@ from olmo2.post.data import (
     prompt_row,
     write_jsonl,
 )
-from olmo2.post.losses import IGNORE, group_advantages, grpo_token_loss, token_logps
+from olmo2.post.losses import IGNORE, group_advantages, grpo_token_loss, k3_kl, token_logps
+from olmo2.post.rollout import RolloutEngine, RolloutSection, tis_weights
 from olmo2.tokenizer import Tokenizer
 from olmo2.train import distributed, setup
 from olmo2.train.config import ScheduleSection, TrainerSection
@@ -87,6 +93,7 @@ class GRPOConfig(PostConfig):
     schedule: ScheduleSection = field(default_factory=lambda: ScheduleSection(name="constant"))
     trainer: TrainerSection = post_trainer("runs/grpo")
     grpo: GRPOSection = field(default_factory=GRPOSection)
+    rollout: RolloutSection = field(default_factory=RolloutSection)
 
     def validate(self) -> None:
         super().validate()
@@ -139,29 +146,31 @@ class Rollout:
     rewards: torch.Tensor
     scores: torch.Tensor
     advantages: torch.Tensor
+    rollout_logps: list[list[float]] | None = None
+    """The rollout engine's log-prob of each completion token, when it is not the learner's
+    own forward (vLLM)."""
 
 
 @torch.no_grad()
 def sample_group(
-    model, tok: Tokenizer, prompts: list[Prompt], g: GRPOSection, seed: int
+    engine: RolloutEngine, model, prompts: list[Prompt], g: GRPOSection, seed: int
 ) -> Rollout:
-    """G completions per prompt (group-contiguous), scored and with group advantages."""
+    """G completions per prompt (group-contiguous) by `model` through `engine`, scored and
+    with group advantages."""
+    gen = engine.generate(
+        model, [p.ids for p in prompts], g.num_samples, g.max_new_tokens, g.temperature, seed
+    )
     group = [p for p in prompts for _ in range(g.num_samples)]
-    prompt_ids = [p.ids for p in group]
-    cfg = SamplingConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature, seed=seed)
-    with eval_mode(model):
-        drains = complete(model, prompt_ids, cfg, tokenizer=tok, stop_token_ids=[tok.eos_token_id])
-    finished = [d.finish_reason == "stop" for d in drains]
     scored = [
         rewards.reward(
-            p.row.dataset, d.text, p.row.ground_truth, f, g.non_stop_penalty, g.reward_scale
+            p.row.dataset, text, p.row.ground_truth, f, g.non_stop_penalty, g.reward_scale
         )
-        for p, d, f in zip(group, drains, finished)
+        for p, text, f in zip(group, gen.texts, gen.finished, strict=True)
     ]
     rw = torch.tensor([r for r, _ in scored], dtype=torch.float32)
     return Rollout(
-        prompt_ids, [d.tokens for d in drains], finished, rw,
-        torch.tensor([s for _, s in scored]), group_advantages(rw, g.num_samples),
+        [p.ids for p in group], gen.tokens, gen.finished, rw,
+        torch.tensor([s for _, s in scored]), group_advantages(rw, g.num_samples), gen.logprobs,
     )  # fmt: skip
 
 
@@ -171,7 +180,7 @@ def rollout_tensors(ro: Rollout, pad: int) -> dict:
     T = max(len(p) + len(c) for p, c in pc)
     ids = [p + c + [pad] * (T - len(p) - len(c)) for p, c in pc]  # one tensor, not one per row
     labels = [[IGNORE] * (len(p) - 1) + c + [IGNORE] * (T + 1 - len(p) - len(c)) for p, c in pc]
-    return {
+    out = {
         "input_ids": torch.tensor(ids, dtype=torch.long),
         "labels": torch.tensor(labels, dtype=torch.long),
         "advantages": ro.advantages,
@@ -180,6 +189,11 @@ def rollout_tensors(ro: Rollout, pad: int) -> dict:
         "finished": torch.tensor(ro.finished, dtype=torch.float32),
         "response_len": torch.tensor([len(c) for c in ro.completions], dtype=torch.float32),
     }
+    if ro.rollout_logps is not None:  # `rollout_logp` [B, T], aligned with `labels`
+        lps = [[0.0] * (len(p) - 1) + lp + [0.0] * (T + 1 - len(p) - len(lp))
+               for p, lp in zip(ro.prompt_ids, ro.rollout_logps, strict=True)]  # fmt: skip
+        out["rollout_logp"] = torch.tensor(lps, dtype=torch.float32)
+    return out
 
 
 def labelled_logps(model, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -206,12 +220,15 @@ def batched_logps(
 class RolloutBatches:
     """The GRPO data source: each rollout yields `grpo.mini_batches` rank-local batches
     (one per optimizer step) of completions with advantages, reference log-probs, loss
-    weights and (with several mini-batches) the rollout policy's log-probs."""
+    weights, (with several mini-batches) the rollout policy's log-probs and (vLLM) the
+    rollout engine's."""
 
     def __init__(
-        self, prompts: list[Prompt], tok: Tokenizer, policy, reference, cfg: GRPOConfig, device
-    ):
+        self, prompts: list[Prompt], tok: Tokenizer, policy, reference, cfg: GRPOConfig, device,
+        engine: RolloutEngine,
+    ):  # fmt: skip
         self.prompts, self.tok, self.policy, self.ref = prompts, tok, policy, reference
+        self.engine = engine
         self.cfg, self.device, self.rank = cfg, device, distributed.rank()
         head = [p.ids[:8] for p in prompts[:64]]
         self.sampler = EpochSampler(
@@ -227,7 +244,7 @@ class RolloutBatches:
     def rollout(self) -> list[dict]:
         g, model = self.cfg.grpo, distributed.unwrap(self.policy)
         seed = (self.cfg.data.seed * 1_000_003 + self.rollouts * 7919 + self.rank) % 2**62
-        ro = sample_group(model, self.tok, self.next_prompts(), g, seed)
+        ro = sample_group(self.engine, model, self.next_prompts(), g, seed)
         self.rollouts += 1
         batch = rollout_tensors(ro, self.tok.pad_token_id)
         mb = self.cfg.data.micro_batch_size
@@ -279,14 +296,20 @@ class GRPOObjective(Objective):
 
     clip_eps: float = 0.2
     beta: float = 0.01
+    is_cap: float | None = 2.0
+    """`rollout.is_cap`, for batches that carry a rollout engine's `rollout_logp`."""
 
     def loss(self, model, mb):
         lp = labelled_logps(model, mb["input_ids"], mb["labels"])
         mask = mb["labels"] != IGNORE
         old = mb["old_logp"] if "old_logp" in mb else lp.detach()
-        out = grpo_token_loss(
-            lp, old, mb["ref_logp"], mb["advantages"], mask, self.clip_eps, self.beta
-        )
+        if "rollout_logp" in mb:
+            token_loss, out, extra = self.corrected_loss(lp, old, mask, mb)
+        else:
+            out = grpo_token_loss(
+                lp, old, mb["ref_logp"], mb["advantages"], mask, self.clip_eps, self.beta
+            )
+            token_loss, extra = out.token_loss, {}
         w = mb["weight"]
         metrics = {
             "kl": (out.kl.sum(-1) * w).sum(),
@@ -295,8 +318,27 @@ class GRPOObjective(Objective):
             "pass_rate": mb["pass"].sum(),
             "finished": mb["finished"].sum(),
             "response_len": mb["response_len"].sum(),
+            **{k: (v.sum(-1) * w).sum() for k, v in extra.items()},  # token means, as kl
         }
-        return (out.token_loss.sum(-1) * w).sum(), metrics
+        return (token_loss.sum(-1) * w).sum(), metrics
+
+    def corrected_loss(self, lp, old, mask, mb):
+        """The token loss with the policy-gradient term weighted by the truncated IS weight
+        of the rollout engine's tokens (`olmo2.post.rollout`; the KL term unweighted), the
+        loss's outputs and the per-token mismatch metrics."""
+        is_w, capped = tis_weights(old, mb["rollout_logp"], self.is_cap)
+        m, ref = mask.float(), mb["ref_logp"]
+        beta = self.beta if self.is_cap is None else 0.0  # 0: the policy-gradient term alone
+        out = grpo_token_loss(lp, old, ref, mb["advantages"], mask, self.clip_eps, beta)
+        token_loss = out.token_loss
+        if self.is_cap is not None:
+            token_loss = token_loss * is_w + self.beta * k3_kl(lp, ref) * m
+        metrics = {
+            "is_weight": is_w * m,
+            "is_capped": capped.float() * m,
+            "rollout_logp_diff": (old.detach() - mb["rollout_logp"]).abs() * m,
+        }
+        return token_loss, out, metrics
 
     def units(self, mb) -> int:
         return int(mb["input_ids"].shape[0])
@@ -364,10 +406,22 @@ def run(args) -> int:
     common.set_steps(cfg, len(prompts), None)
     if cfg.data.epochs is not None:
         cfg.trainer.max_steps *= cfg.grpo.mini_batches
-    model = setup.build_model(cfg, post.start)
     reference = common.load_reference(post)
-    data = RolloutBatches(prompts, post.tok, model, reference, cfg, post.start.device)
-    return common.fit(
-        post, model, data, GRPOObjective(cfg.grpo.clip_eps, cfg.grpo.beta),
-        lambda last: f"; reward {last.get('reward', math.nan):.3f}, pass rate {last.get('pass_rate', math.nan):.3f}, kl {last.get('kl', math.nan):.4f}",
-    )  # fmt: skip
+    with start_engine(cfg.rollout, reference, post.tok) as engine:
+        model = setup.build_model(cfg, post.start)
+        data = RolloutBatches(prompts, post.tok, model, reference, cfg, post.start.device, engine)
+        objective = GRPOObjective(cfg.grpo.clip_eps, cfg.grpo.beta, cfg.rollout.is_cap)
+        return common.fit(
+            post, model, data, objective,
+            lambda last: f"; reward {last.get('reward', math.nan):.3f}, pass rate {last.get('pass_rate', math.nan):.3f}, kl {last.get('kl', math.nan):.4f}",
+        )  # fmt: skip
+
+
+def start_engine(section: RolloutSection, reference, tok: Tokenizer) -> RolloutEngine:
+    """The rollout engine, started on the starting policy's weights before anything of the
+    run is written: vLLM missing or failing to start is a clear error (exit 2) with nothing
+    half-written. Every rollout syncs the policy's current (e.g. resumed) weights."""
+    try:
+        return RolloutEngine(section, tok, reference)
+    except BackendUnavailable as e:
+        raise ValueError(f"rollout.backend={section.backend}: {e}") from None
