@@ -103,6 +103,10 @@ def run(args) -> int:
         return _explore(args, keys, ddir, batch_size)
     model, tok, identity = _load(args)
     from olmo2.eval.harness import Harness
+    from olmo2.model.reward import Olmo2Reward
+
+    if args.perplexity and isinstance(model, Olmo2Reward):
+        raise ValueError("--perplexity needs a causal LM; the model given is a reward model")
 
     harness = Harness(
         model, tok, batch_size=batch_size, cache_path=args.cache, truncate=args.truncate
@@ -115,12 +119,17 @@ def _run_vllm(args, keys, ddir, batch_size) -> int:
     from olmo2.eval.backend_harness import BackendHarness, files_fingerprint
     from olmo2.infer.backends import BackendUnavailable, load_backend
     from olmo2.model.hf import read_config, resolve
+    from olmo2.model.reward import is_reward_checkpoint
     from olmo2.tokenizer import Tokenizer
 
     if args.perplexity or args.all_checkpoints or args.quantize:
         raise ValueError("--backend vllm runs --tasks on one checkpoint (no --perplexity, "
                          "--all-checkpoints or --quantize)")  # fmt: skip
     path = resolve(args.model)
+    if is_reward_checkpoint(path):
+        raise ValueError(
+            f"--backend vllm: {path} is a reward model; score it with the olmo2 backend"
+        )
     cfg = read_config(path)
     tok_file = Path(args.tokenizer) if args.tokenizer else path / "tokenizer.json"
     if not tok_file.is_file():

@@ -57,9 +57,10 @@ class PromptStyle:
 
 @dataclass(frozen=True)
 class Request:
-    """One model call. `kind` is "loglikelihood" (score `continuation` after `context`) or
+    """One model call. `kind` is "loglikelihood" (score `continuation` after `context`),
     "generate" (continuation of `context` until a `stop` string; `idx` numbers the samples
-    of one document when a task draws several)."""
+    of one document when a task draws several) or "reward" (a reward model's score of the
+    rendered conversation `context`)."""
 
     context: str
     continuation: str = ""

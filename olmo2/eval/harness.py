@@ -312,6 +312,39 @@ class Harness:
         logits = logits[row_of[rows * T + cols]]
         return token_logps(logits, target).cpu(), (logits.argmax(-1) == target).cpu()
 
+    # ---- reward-model scores -------------------------------------------------------------
+    @torch.no_grad()
+    def rewards(self, requests: Sequence[Request]) -> list[float]:
+        """A reward model's score of each request's `context` (a rendered conversation) at its
+        last token: rows sorted longest first, right-padded with the config's pad id, batched
+        by `batch_size` rows or the token budget."""
+        from olmo2.model.reward import sequence_scores
+
+        pad = self.model.config.pad_token_id
+        enc = [
+            fit_prompt(self.tokenizer.encode(r.context), 0, self.max_length, self.truncate)
+            for r in requests
+        ]
+        order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+        out: list[float] = [0.0] * len(enc)
+        bar = tqdm(total=len(enc), desc="reward", unit="req", disable=not self.progress)
+        i = 0
+        with eval_mode(self.model):
+            while i < len(order):
+                T = len(enc[order[i]])
+                n = self.batch_size if self.batch_size != "auto" else max(1, self.budget // T)
+                rows = order[i : i + n]
+                ids = torch.full((len(rows), T), pad, dtype=torch.long)
+                for b, j in enumerate(rows):
+                    ids[b, : len(enc[j])] = torch.tensor(enc[j])
+                scores = sequence_scores(self.model, ids.to(self.device), pad).float().cpu()
+                for j, s in zip(rows, scores.tolist(), strict=True):
+                    out[j] = s
+                bar.update(len(rows))
+                i += len(rows)
+        bar.close()
+        return out
+
     # ---- generation ----------------------------------------------------------------------
     def generate(self, requests: Sequence[Request]) -> list[str]:
         """Completions, cut at the first stop string (and at EOS): greedy, or sampled for
@@ -386,6 +419,26 @@ def eval_mode(model: torch.nn.Module | None):
         model.train(was_training)
 
 
+def check_model_kind(task, harness) -> None:
+    """Reward-model tasks need a reward model (`Olmo2ForSequenceClassification`), every other
+    task a causal LM; say which before any model time is spent."""
+    from olmo2.model.reward import Olmo2Reward
+
+    is_rm = isinstance(getattr(harness, "model", None), Olmo2Reward)
+    if task.needs_reward_model and not is_rm:
+        raise ValueError(
+            f"task {task.key} scores preference pairs with a reward model (an "
+            "Olmo2ForSequenceClassification checkpoint, e.g. from `olmo2 rm`); the model given "
+            "is a causal LM"
+        )
+    if is_rm and not task.needs_reward_model:
+        raise ValueError(
+            f"task {task.key} needs a causal LM; the model given is a reward model "
+            "(Olmo2ForSequenceClassification), which runs the reward-model tasks only "
+            "(hh_rlhf_harmless:rm::heldout, hh_rlhf_harmless:rm::all)"
+        )
+
+
 def check_vocab(model: torch.nn.Module, tokenizer) -> None:
     """A tokenizer whose ids do not fit the model's embedding table gives garbage or an index
     error deep inside a forward; say so up front."""
@@ -417,7 +470,10 @@ def chat_request(req: Request, tokenizer) -> Request:
     Few-shot examples become earlier user/assistant turns when the task provides them
     (OLMES `fewshot_as_multiturn`); otherwise the whole prompt is one user turn. The
     assistant's turn starts with the request's `assistant_prefix`. A scored continuation
-    loses its leading space (the answer starts the assistant's turn)."""
+    loses its leading space (the answer starts the assistant's turn). A "reward" request is
+    a rendered conversation already and stays as it is."""
+    if req.kind == "reward":
+        return req
     messages = []
     for user, assistant in req.chat_turns:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
@@ -449,6 +505,7 @@ def evaluate(
     plan = []
     for key in leaf_keys:
         task = get_task(key)
+        check_model_kind(task, harness)
         task.check_ready()
         task.prepare(harness=harness, judge=judge)
         docs = task.docs(Path(data_dir), limit)
@@ -465,12 +522,17 @@ def evaluate(
         if r.kind == "loglikelihood"
     ]
     gen = [r for _, _, reqs in plan for r in reqs if r.kind == "generate"]
-    log.info("%d tasks: %d log-likelihood and %d generation requests", len(plan), len(ll), len(gen))
-    ll_out = iter(harness.loglikelihood(ll)) if ll else iter(())
-    gen_out = iter(harness.generate(gen)) if gen else iter(())
+    rw = [r for _, _, reqs in plan for r in reqs if r.kind == "reward"]
+    log.info("%d tasks: %d log-likelihood, %d generation and %d reward requests",
+             len(plan), len(ll), len(gen), len(rw))  # fmt: skip
+    answers_of = {
+        "loglikelihood": iter(harness.loglikelihood(ll)) if ll else iter(()),
+        "generate": iter(harness.generate(gen)) if gen else iter(()),
+        "reward": iter(harness.rewards(rw)) if rw else iter(()),
+    }
     tasks = {}
     for task, docs, reqs in plan:
-        answers = [next(ll_out) if r.kind == "loglikelihood" else next(gen_out) for r in reqs]
+        answers = [next(answers_of[r.kind]) for r in reqs]
         m = task.score(docs, reqs, answers)
         primary = task.config.primary_metric
         tasks[task.key] = {
@@ -536,9 +598,8 @@ def _dump(plan, path) -> None:
                     "request_type": r.kind,
                     "context": r.context,
                 }
-                row.update(
-                    {"continuation": r.continuation}
-                    if r.kind == "loglikelihood"
-                    else {"stop": list(r.stop), "max_gen_toks": r.max_gen_toks}
-                )
+                if r.kind == "loglikelihood":
+                    row["continuation"] = r.continuation
+                elif r.kind == "generate":
+                    row.update({"stop": list(r.stop), "max_gen_toks": r.max_gen_toks})
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -115,16 +115,20 @@ def initial_model(cfg, mcfg: ModelConfig, device: torch.device, weights: bool = 
     return model
 
 
-def build_model(cfg, start: Start) -> torch.nn.Module:
+def build_model(
+    cfg, start: Start, initial: Callable[..., Olmo2] = initial_model
+) -> torch.nn.Module:
     """Step 2, once every input is validated: save the resolved config in the run directory
-    (main rank, atomically), then build the model on every rank, ready to train."""
+    (main rank, atomically), then build the model on every rank, ready to train. `initial`
+    makes the network with its starting weights, `initial_model`'s signature (`olmo2 rm`
+    passes one that makes an `Olmo2Reward`)."""
     run_dir = Path(cfg.trainer.run_dir)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", dump_yaml(cfg))
     distributed.barrier()
     fresh = start.resume is None and start.stage_meta is None  # else restore() loads the state
-    model = initial_model(cfg, start.model_config, start.device, weights=fresh)
+    model = initial(cfg, start.model_config, start.device, weights=fresh)
     model.activation_checkpointing = cfg.trainer.activation_checkpointing
     if cfg.trainer.compile:
         for block in model.blocks:

@@ -35,12 +35,13 @@ def _leaf_factories() -> dict:
         mmlu,
         mmlu_pro,
         qa,
+        reward,
         winogrande,
     )
 
     out: dict = {}
     for mod in (arc, commonsense, hellaswag, winogrande, mmlu, likelihood, generative, qa,
-                agieval, mmlu_pro, code, judged, long_context):  # fmt: skip
+                agieval, mmlu_pro, code, judged, long_context, reward):  # fmt: skip
         out.update(mod.TASKS)
     return out
 

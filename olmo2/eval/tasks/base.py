@@ -122,6 +122,8 @@ class Task:
     hub_id: str = ""
     always_chat: bool = False
     """Render with the chat template even without --chat (judged tasks talk to a chat model)."""
+    needs_reward_model: bool = False
+    """Scored by a reward model ("reward" requests), not a causal LM (`tasks/reward.py`)."""
 
     def load_docs(self, data_dir: Path) -> list:
         raise NotImplementedError
