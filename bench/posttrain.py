@@ -1,8 +1,9 @@
-"""Post-training speed on CPU: olmo2 GRPO (rollout tokens/s, step time) and DPO (step time
-with cached reference log-probs), optionally against TRL's GRPOTrainer / DPOTrainer on the
-same weights and data.
+"""Post-training speed on CPU: olmo2 GRPO (rollout tokens/s, step time), DPO (step time
+with cached reference log-probs) and reward-model training (step time), optionally against
+TRL's GRPOTrainer / DPOTrainer / RewardTrainer on the same weights and data.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/posttrain.py [--size debug] [--steps 6] [--repeats 2]
+    .venv/bin/python bench/posttrain.py --only rm --steps 10 --repeats 3   # the RM step alone
     .venv/bin/python bench/posttrain.py --trl-python /tmp/trlvenv/bin/python   # TRL elsewhere
 
 TRL is not a core dependency (`pip install -e .[bench]`); when this python has it, the TRL
@@ -13,6 +14,10 @@ DPO with reference log-probs computed before training on both sides. The first s
 run is warm-up; the best and the median of the remaining steps over all repeats are reported.
 A GRPO "rollout" is generation + rewards + reference log-probs (olmo2: the step's
 `data_time`; TRL: `_generate_and_score_completions`); tokens are completion tokens.
+The RM step: one reward-model checkpoint (random head) loaded by both sides, the pairs
+tokenized once by `olmo2 rm`'s reader and handed to TRL as `chosen_ids`/`rejected_ids`, one
+forward of chosen ‖ rejected per step, no gradient checkpointing; olmo2's step time includes
+collating the batch, TRL's (on_step_begin → on_step_end) does not.
 """
 
 from __future__ import annotations
@@ -195,6 +200,118 @@ def trl(python: str, root: Path, init: Path, dpo: Path, grpo: Path, a) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# ---- reward model ---------------------------------------------------------------------------------
+
+
+def make_reward_checkpoint(root: Path, init: Path) -> Path:
+    """A seeded `Olmo2Reward` of `init`'s size, saved as an Olmo2ForSequenceClassification dir."""
+    from olmo2.model.hf import read_config
+    from olmo2.model.reward import Olmo2Reward
+
+    torch.manual_seed(0)
+    rm = Olmo2Reward.build(read_config(init))
+    return save_pretrained(rm, root / "rm_init", tokenizer=Tokenizer.from_file(init))
+
+
+def rm_ids(root: Path, init: Path, pairs: Path) -> Path:
+    """The pairs as `olmo2 rm` tokenizes them, for the TRL side."""
+    from olmo2.post.data import RowErrors
+    from olmo2.post.rm import RMDataSection, tokenize_rm_pairs
+
+    ex = tokenize_rm_pairs(
+        Tokenizer.from_file(init), RMDataSection(paths=[str(pairs)], seq_len=1024), RowErrors()
+    )
+    out = root / "rm_ids.jsonl"
+    out.write_text(
+        "".join(json.dumps({"chosen_ids": e.chosen_ids, "rejected_ids": e.rejected_ids}) + "\n"
+                for e in ex)
+    )  # fmt: skip
+    return out
+
+
+def rm_ours(root: Path, rm_init: Path, pairs: Path, a) -> list[float]:
+    olmo2_main([
+        "rm", "recipes/demo-rm.yaml", f"model.load_path={rm_init}", f"data.paths=[{pairs}]",
+        f"trainer.run_dir={root / 'rm'}", f"trainer.max_steps={a.steps}", "data.max_rows=null",
+        "data.exclude_heldout=false", "data.seq_len=1024", f"data.global_batch_size={a.pairs}",
+        f"data.micro_batch_size={a.pairs}", *COMMON,
+    ])  # fmt: skip
+    return [x["step_time"] for x in metrics(root / "rm")[1:]]
+
+
+RM_TRL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    import torch
+    torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from trl import RewardConfig, RewardTrainer
+    init, ids_path, steps, pairs, out = sys.argv[1:]
+    steps, pairs = int(steps), int(pairs)
+    class T(TrainerCallback):
+        def __init__(self): self.times, self.t = [], None
+        def on_step_begin(self, *a, **k): self.t = time.perf_counter()
+        def on_step_end(self, *a, **k): self.times.append(time.perf_counter() - self.t)
+    ds = Dataset.from_list([json.loads(l) for l in open(ids_path)])
+    cb = T()
+    cfg = RewardConfig(output_dir=out, per_device_train_batch_size=pairs, max_steps=steps, use_cpu=True,
+                       report_to=[], save_strategy="no", logging_steps=1, bf16=False,
+                       gradient_checkpointing=False, max_length=None, learning_rate=1e-4)
+    model = AutoModelForSequenceClassification.from_pretrained(init, dtype=torch.float32)
+    tr = RewardTrainer(model=model, args=cfg, train_dataset=ds,
+                       processing_class=AutoTokenizer.from_pretrained(init), callbacks=[cb])
+    tr.train()
+    print(json.dumps({"rm_step": cb.times[1:]}))
+    """
+)
+
+
+def rm_trl(python: str, root: Path, rm_init: Path, ids: Path, a) -> list[float]:
+    script = root / "trl_rm_bench.py"
+    script.write_text(RM_TRL_SCRIPT)
+    args = [
+        python,
+        str(script),
+        str(rm_init),
+        str(ids),
+        str(a.steps),
+        str(a.pairs),
+        str(root / "trl_rm"),
+    ]
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"TRL RewardTrainer side failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["rm_step"]
+
+
+def rm_bench(root: Path, init: Path, pairs: Path, a, trl_python: str | None) -> None:
+    """olmo2 rm vs TRL RewardTrainer step time, interleaved repeats; prints best/median."""
+    rm_init = make_reward_checkpoint(root, init)
+    ids = rm_ids(root, init, pairs)
+    times: dict[str, list[float]] = {"olmo2": [], "trl": []}
+    for r in range(a.repeats):
+        rr = root / f"rm{r}"
+        rr.mkdir()
+        times["olmo2"] += rm_ours(rr, rm_init, pairs, a)
+        if trl_python:
+            times["trl"] += rm_trl(trl_python, rr, rm_init, ids, a)
+    res = {
+        k: {"best": min(v), "median": statistics.median(v), "n": len(v)}
+        for k, v in times.items()
+        if v
+    }
+    print(f"RM step, {a.pairs} pairs (one forward of {2 * a.pairs} rows): best/median s")
+    for k, v in res.items():
+        print(f"{k:6} {v['best']:6.4f}/{v['median']:.4f}  ({v['n']} steps)")
+    if "trl" in res:
+        o, t = res["olmo2"], res["trl"]
+        print(
+            f"speed-up RM step: best {t['best'] / o['best']:.2f}x, median {t['median'] / o['median']:.2f}x"
+        )
+    print(json.dumps({"rm_step": res}))
+
+
 def summarise(runs: list[dict]) -> dict:
     """Best (min step time, max tokens/s) and median over every measured step of every repeat."""
     out = {}
@@ -221,6 +338,7 @@ def main() -> None:
         help="python of a venv with trl installed (default: this one, when it has trl)",
     )
     p.add_argument("--no-trl", action="store_true", help="measure olmo2 only")
+    p.add_argument("--only", choices=["rm"], help="run one benchmark (rm: the reward-model step)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the TRL subprocess
@@ -234,6 +352,9 @@ def main() -> None:
         root = Path(d)
         init = make_checkpoint(root, a.size)
         dpo, grpo = write_data(root)
+        rm_bench(root, init, dpo, a, a.trl_python if use_trl else None)
+        if a.only == "rm":
+            return
         for r in range(a.repeats):
             rr = root / f"r{r}"
             rr.mkdir()

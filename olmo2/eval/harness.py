@@ -299,15 +299,11 @@ class Harness:
         dev = self.device
         ids, pos, seg = ids.to(dev), pos.to(dev), seg.to(dev)
         T = ids.shape[1]
-        q = torch.arange(T, device=dev)
-        causal = q[None, :] <= q[:, None]  # [Tq, Tk]
-        same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
-        eye = torch.eye(T, dtype=torch.bool, device=dev)[None]
-        mask = (causal[None] & same & (seg[:, None, :] >= 0)) | eye
+        mask = tree_mask(seg)
         rows, cols, target = (torch.tensor(c, device=dev) for c in zip(*where, strict=True))
         keep = torch.zeros(ids.shape, dtype=torch.bool, device=dev)
         keep[rows, cols] = True
-        logits = self.model(ids, positions=pos, attn_mask=mask[:, None], logits_to_keep=keep)
+        logits = self.model(ids, positions=pos, attn_mask=mask, logits_to_keep=keep)
         row_of = keep.flatten().cumsum(0) - 1  # [B·T] -> row of `logits`
         logits = logits[row_of[rows * T + cols]]
         return token_logps(logits, target).cpu(), (logits.argmax(-1) == target).cpu()
@@ -417,6 +413,19 @@ def eval_mode(model: torch.nn.Module | None):
         yield
     finally:
         model.train(was_training)
+
+
+def tree_mask(seg_BT: torch.Tensor) -> torch.Tensor:
+    """The attention mask [B, 1, T, T] of rows holding a shared context and branches after it
+    (`seg` 0 = context, k > 0 = branch k, −1 = padding): causal, a branch token sees the
+    context and its own branch only, a pad sees itself (no empty softmax row). The harness's
+    packed continuations and `olmo2 rm`'s chosen/rejected branches use it."""
+    T = seg_BT.shape[1]
+    q = torch.arange(T, device=seg_BT.device)
+    causal = q[None, :] <= q[:, None]  # [Tq, Tk]
+    key, query = seg_BT[:, None, :], seg_BT[:, :, None]
+    eye = torch.eye(T, dtype=torch.bool, device=seg_BT.device)[None]
+    return ((causal[None] & ((key == 0) | (key == query)) & (key >= 0)) | eye)[:, None]
 
 
 def check_model_kind(task, harness) -> None:

@@ -15,7 +15,8 @@ score (`olmo2.eval.tasks.reward.is_heldout`, a hash of the prompt), so an RM tra
 evaluated on one file never sees its test side.
 
 Loss −log σ(r_chosen − r_rejected − `rm.margin`) per pair (`losses.bradley_terry_loss`),
-chosen and rejected in one forward. Logged per step: loss, `accuracy` (r_c > r_r; a tie is
+chosen and rejected in one forward; by default (`rm.shared_prompt`) each pair is one row whose
+prompt tokens are computed once for both replies (the eval harness's shared-context layout). Logged per step: loss, `accuracy` (r_c > r_r; a tie is
 wrong, as in RewardBench), `margin` (mean r_c − r_r), `score/chosen`, `score/rejected`.
 
 Recipe facts (OLMo 2 7B/13B RM, allenai/open-instruct docs/archived_dev_scripts/olmo2_1124.sh,
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from olmo2.eval.harness import tree_mask
 from olmo2.eval.tasks.reward import is_heldout
 from olmo2.model.config import ModelConfig
 from olmo2.model.reward import Olmo2Reward, check_reward_checkpoint, load_weights, sequence_scores
@@ -61,6 +63,11 @@ class RMSection:
     al. 2023 eq. 2); 0 is plain Bradley-Terry, as OLMo 2 trained its RMs."""
     warmup_ratio: float | None = None
     """Warmup as a fraction of the steps (open-instruct reward_modeling.py: no warmup)."""
+    shared_prompt: bool = True
+    """One row per pair: the tokens both sides share (the prompt) once, then the chosen and
+    the rejected reply as two branches (tree attention mask, positions restarting after the
+    prompt), so the prompt is computed once; the scores are those of the two conversations
+    alone. false: chosen and rejected as two right-padded rows (open-instruct, TRL)."""
 
 
 @dataclass
@@ -119,6 +126,32 @@ def tokenize_rm_pairs(tok: Tokenizer, data: RMDataSection, errors: RowErrors) ->
     return pairs
 
 
+def shared_prompt_rows(examples: list[PairExample], idx: list[int], pad: int) -> dict:
+    """One row per pair: the leading tokens chosen and rejected share, the rest of chosen,
+    the rest of rejected; `positions` [b, T] restart after the shared part for the rejected
+    branch, `seg` [b, T] 0 shared / 1 chosen / 2 rejected / −1 pad (`tree_mask`), `last`
+    [b, 2] the position of each branch's last token (where its score is read)."""
+    parts = []
+    for i in idx:
+        c, r = examples[i].chosen_ids, examples[i].rejected_ids
+        n = min(len(c), len(r)) - 1  # each branch keeps at least its last token
+        P = next((t for t in range(n) if c[t] != r[t]), n)
+        parts.append((c[:P], c[P:], r[P:]))
+    T = max(len(p) + len(a) + len(b) for p, a, b in parts)
+    ids = torch.full((len(idx), T), pad, dtype=torch.long)
+    pos = torch.zeros((len(idx), T), dtype=torch.long)
+    seg = torch.full((len(idx), T), -1, dtype=torch.long)
+    last = torch.zeros((len(idx), 2), dtype=torch.long)
+    for row, (p, a, b) in enumerate(parts):
+        P, A, B = len(p), len(a), len(b)
+        ids[row, : P + A + B] = torch.tensor(p + a + b)
+        pos[row, : P + A] = torch.arange(P + A)
+        pos[row, P + A : P + A + B] = torch.arange(P, P + B)
+        seg[row, :P], seg[row, P : P + A], seg[row, P + A : P + A + B] = 0, 1, 2
+        last[row] = torch.tensor([P + A - 1, P + A + B - 1])
+    return {"ids": ids, "positions": pos, "seg": seg, "last": last}
+
+
 # ---- model --------------------------------------------------------------------------------------
 
 
@@ -158,29 +191,45 @@ def check_start(run: common.Run) -> None:
 
 @dataclass
 class RMObjective(Objective):
-    """Sum of per-pair Bradley-Terry losses; one unit per pair. Chosen ‖ rejected go through
-    one forward (right-padded to one length by `collate_pairs`)."""
+    """Sum of per-pair Bradley-Terry losses; one unit per pair. One forward per micro-batch:
+    `shared_prompt_rows` (a row per pair, the prompt once) or `collate_pairs` (chosen ‖
+    rejected as right-padded rows)."""
 
     pad_token_id: int
     margin: float = 0.0
 
-    def loss(self, model, mb):
+    def scores(self, model, mb) -> tuple[torch.Tensor, torch.Tensor]:
+        """(r_chosen [b], r_rejected [b])."""
+        if "seg" in mb:
+            keep = torch.zeros(mb["ids"].shape, dtype=torch.bool, device=mb["ids"].device)
+            keep[torch.arange(len(keep), device=keep.device)[:, None], mb["last"]] = True
+            s = model(
+                mb["ids"], positions=mb["positions"], attn_mask=tree_mask(mb["seg"]),
+                logits_to_keep=keep,
+            ).float()  # fmt: skip
+            return s[0::2], s[1::2]  # row-major: each row's chosen end precedes its rejected end
         b = mb["chosen_ids"].shape[0]
         ids = torch.cat([mb["chosen_ids"], mb["rejected_ids"]])
-        scores = sequence_scores(model, ids, self.pad_token_id).float()
-        out = bradley_terry_loss(scores[:b], scores[b:], self.margin)
+        s = sequence_scores(model, ids, self.pad_token_id).float()
+        return s[:b], s[b:]
+
+    def loss(self, model, mb):
+        chosen, rejected = self.scores(model, mb)
+        out = bradley_terry_loss(chosen, rejected, self.margin)
         metrics = {
             "accuracy": out.accuracy.sum(),
             "margin": out.margins.sum(),
-            "score/chosen": scores[:b].detach().sum(),
-            "score/rejected": scores[b:].detach().sum(),
+            "score/chosen": chosen.detach().sum(),
+            "score/rejected": rejected.detach().sum(),
         }
         return out.losses.sum(), metrics
 
     def units(self, mb) -> int:
-        return int(mb["chosen_ids"].shape[0])
+        return len(mb["last"] if "seg" in mb else mb["chosen_ids"])
 
     def tokens(self, mb) -> int:
+        if "seg" in mb:
+            return int((mb["seg"] >= 0).sum())
         return mb["chosen_ids"].numel() + mb["rejected_ids"].numel()
 
 
@@ -197,9 +246,8 @@ def run(args) -> int:
     check_start(post)
     cfg, examples, pad = post.cfg, post.examples, post.tok.pad_token_id
     common.set_steps(cfg, len(examples), cfg.rm.warmup_ratio)
-    data = SampledBatches(
-        pair_sampler(examples, cfg.data), lambda idx: collate_pairs(examples, idx, pad)
-    )
+    collate = shared_prompt_rows if cfg.rm.shared_prompt else collate_pairs
+    data = SampledBatches(pair_sampler(examples, cfg.data), lambda idx: collate(examples, idx, pad))
     model = setup.build_model(cfg, post.start, initial_reward_model)
     return common.fit(
         post, model, data, RMObjective(pad, cfg.rm.margin),

@@ -26,7 +26,13 @@ from olmo2.eval.tasks.reward import HH_HARMLESS, is_heldout
 from olmo2.model.reward import Olmo2Reward, sequence_scores
 from olmo2.post.data import BadRow, RowErrors, preference_pair
 from olmo2.post.dpo import collate_pairs
-from olmo2.post.rm import RMConfig, RMDataSection, RMObjective, tokenize_rm_pairs
+from olmo2.post.rm import (
+    RMConfig,
+    RMDataSection,
+    RMObjective,
+    shared_prompt_rows,
+    tokenize_rm_pairs,
+)
 from olmo2.train.config import load_config
 from tests.post.helpers import tiny_checkpoint, tiny_config, tiny_tokenizer, write_jsonl
 from tests.post.test_resume import ENV
@@ -140,15 +146,19 @@ def test_trained_checkpoint_loads_in_transformers_with_equal_scores(tmp_path, le
     torch.testing.assert_close(got, alone, atol=1e-5, rtol=0)
 
 
-def test_objective_equals_hand_bradley_terry(tmp_path):
-    """RMObjective on a right-padded batch: per-pair −log σ(r_c − r_r − m) from scores of each
-    conversation scored alone, accuracy and margin sums."""
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-prompt", "two-rows"])
+def test_objective_equals_hand_bradley_terry(tmp_path, shared):
+    """RMObjective on both batch layouts: per-pair −log σ(r_c − r_r − m) from the scores of
+    each conversation alone, accuracy and margin sums."""
     tok = tiny_tokenizer()
-    data = write_jsonl(tmp_path / "p.jsonl", longer_pairs(6))
+    data = write_jsonl(tmp_path / "p.jsonl", longer_pairs(6) + word_pairs(4))
     ex = tokenize_rm_pairs(tok, RMDataSection(paths=[str(data)], seq_len=64), RowErrors())
     torch.manual_seed(0)
     rm = Olmo2Reward.build(tiny_config())
-    batch = collate_pairs(ex, list(range(6)), PAD)
+    idx = list(range(len(ex)))
+    batch = (shared_prompt_rows if shared else collate_pairs)(ex, idx, PAD)
+    if shared:  # the prompt is in the row once: shorter than the longer side twice
+        assert batch["ids"].shape[1] < 2 * max(len(e.chosen_ids) for e in ex)
     margin = 0.3
     loss, m = RMObjective(PAD, margin).loss(rm, batch)
     with torch.no_grad():
@@ -157,8 +167,20 @@ def test_objective_equals_hand_bradley_terry(tmp_path):
     want = sum(math.log1p(math.exp(-(c - r - margin))) for c, r in zip(rc, rr))
     assert loss.item() == pytest.approx(want, rel=1e-5)
     assert m["accuracy"].item() == sum(c > r for c, r in zip(rc, rr))
-    assert m["margin"].item() == pytest.approx(sum(rc) - sum(rr), rel=1e-5, abs=1e-6)
-    assert RMObjective(PAD).units(batch) == 6
+    assert m["margin"].item() == pytest.approx(sum(rc) - sum(rr), rel=1e-5, abs=1e-5)
+    assert m["score/chosen"].item() == pytest.approx(sum(rc), rel=1e-5, abs=1e-5)
+    assert RMObjective(PAD).units(batch) == len(ex)
+
+
+def test_shared_prompt_rows_layout():
+    from olmo2.post.dpo import PairExample
+
+    ex = [PairExample([5, 6, 7, 8], [], [5, 6, 9], []), PairExample([3, 4], [], [3, 4, 2], [])]
+    b = shared_prompt_rows(ex, [0, 1], PAD)
+    assert b["ids"].tolist() == [[5, 6, 7, 8, 9], [3, 4, 4, 2, PAD]]
+    assert b["positions"].tolist() == [[0, 1, 2, 3, 2], [0, 1, 1, 2, 0]]
+    assert b["seg"].tolist() == [[0, 0, 1, 1, 2], [0, 1, 2, 2, -1]]
+    assert b["last"].tolist() == [[3, 4], [1, 3]]  # chosen [3, 4] is a prefix: it keeps its 4
 
 
 # ---- it learns ------------------------------------------------------------------------------------
