@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("olmo2.post.sft", "Supervised fine-tuning with the OLMo 2 chat template"),
     "dpo": ("olmo2.post.dpo", "Direct preference optimisation (length-normalised)"),
     "grpo": ("olmo2.post.grpo", "RLVR with GRPO and verifiable rewards"),
+    "ppo": ("olmo2.post.ppo", "RLVR with PPO, a value model and verifiable rewards"),
     "rm": ("olmo2.post.rm", "Reward-model training (Bradley-Terry on preference pairs)"),
     "eval": ("olmo2.eval.cli", "OLMES-style evaluation"),
     "generate": ("olmo2.infer.generate", "Generate text from a checkpoint"),

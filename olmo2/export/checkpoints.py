@@ -1,7 +1,8 @@
 """`olmo2 checkpoints DIR|HUB_ID`: list checkpoints (local directories or hub revisions) with
 their stage, step and tokens, parsed from the OLMo naming scheme
 `stage1-step{N}-tokens{B}B`, `stage2-ingredient{k}-step{N}-tokens{B}B`, `main`, and the
-post-training stages' `sft-step{N}`, `dpo-step{N}`, `grpo-step{N}`, `rm-step{N}`."""
+post-training stages' `sft-step{N}`, `dpo-step{N}`, `grpo-step{N}`, `rm-step{N}`,
+`ppo-step{N}`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-POST_STAGES = ("sft", "dpo", "grpo", "rm")
+POST_STAGES = ("sft", "dpo", "grpo", "rm", "ppo")
 _NAME = re.compile(
     rf"(?:(?P<stage>stage\d+|{'|'.join(POST_STAGES)})-)?"
     r"(?:ingredient(?P<ingredient>\d+)-)?step(?P<step>\d+)(?:-tokens(?P<tokens>\d+)B)?"

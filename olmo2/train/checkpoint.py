@@ -3,6 +3,7 @@
     {run_dir}/stage1-step{N}-tokens{B}B/    (post-training: sft-step{N}, dpo-step{N}, ...)
         config.json, model.safetensors      HF files (fp32 master weights), via hf.write_hf_files
         tokenizer.json ...                  when the run knows its tokenizer
+        value/                              `olmo2 ppo`: the value model's HF directory
         train_state/                        torch.distributed.checkpoint of model + optimizer
                                             (sharded, so it loads on another world size)
         train_state/rank{R}.pt              step, data position, RNG states, spike-guard window
@@ -55,6 +56,13 @@ class _FullModel:
         return self._sd
 
 
+def hf_parts(model: torch.nn.Module, full: dict) -> dict[str, tuple[ModelConfig, dict]]:
+    """The HF directories of a checkpoint, {subdirectory: (config, full state dict)}: the
+    model itself at the top, or what a module of several networks names with its own
+    `hf_parts(full)` (`olmo2 ppo`: the policy at the top, the value model in `value/`)."""
+    return model.hf_parts(full) if hasattr(model, "hf_parts") else {"": (model.config, full)}
+
+
 def save(
     run_dir: Path,
     name: str,
@@ -75,9 +83,11 @@ def save(
         inner, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
     )
     if distributed.is_main():
-        write_hf_files(
-            _FullModel(inner.config, full), tmp, tokenizer=tokenizer, dtype=torch.float32
-        )
+        for sub, (config, sd) in hf_parts(inner, full).items():
+            (tmp / sub).mkdir(exist_ok=True)
+            write_hf_files(
+                _FullModel(config, sd), tmp / sub, tokenizer=tokenizer, dtype=torch.float32
+            )
     del full
     state = {
         "model": get_model_state_dict(inner),

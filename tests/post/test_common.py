@@ -55,14 +55,14 @@ def test_sft_honours_trainer_compile(tmp_path, monkeypatch, compile_):
 
 
 def test_post_checkpoint_names_parse_and_resume():
-    for stage in ("sft", "dpo", "grpo"):
+    for stage in ("sft", "dpo", "grpo", "ppo"):
         name = checkpoint_name(stage, 80)
         assert name == f"{stage}-step80"
         ref = parse_name(name)
         assert (ref.stage, ref.step, ref.tokens_b) == (stage, 80, None)
     assert checkpoint_name(1, 20, 0) == "stage1-step20-tokens0B"
-    with pytest.raises(ValueError, match="post-training stage 'ppo'"):
-        checkpoint_name("ppo", 1)
+    with pytest.raises(ValueError, match="post-training stage 'kto'"):
+        checkpoint_name("kto", 1)
 
 
 def test_latest_understands_post_names(tmp_path):

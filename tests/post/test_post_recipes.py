@@ -77,3 +77,40 @@ def test_bad_config_values():
         )
     with pytest.raises(ValueError, match="model.load_path"):
         load_config(SFTConfig, RECIPES / "demo-sft.yaml")
+
+
+def test_ppo_recipes_carry_the_published_numbers():
+    """OLMo 2 7B/13B PPO (allenai/open-instruct docs/archived_dev_scripts/olmo2_1124.sh and
+    the legacy ppo_vllm_thread_ray_gtrl.py defaults; posttrain-eval-anchors §1.5)."""
+    from olmo2.post.ppo import PPOConfig
+
+    demo = load_config(PPOConfig, RECIPES / "demo-ppo.yaml", ["model.load_path=x"])
+    assert demo.data.global_batch_size % demo.ppo.mini_batches == 0
+    for size, beta, seed in (("7b", 0.05, 1), ("13b", 0.1, 52)):
+        cfg = load_config(PPOConfig, RECIPES / f"olmo2-{size}-ppo.yaml")
+        p = cfg.ppo
+        assert (p.gamma, p.lam, p.vf_coef, p.cliprange, p.cliprange_value) == (
+            1.0,
+            0.95,
+            0.1,
+            0.2,
+            0.2,
+        )
+        assert (cfg.optim.lr, p.beta, p.max_new_tokens, p.temperature, cfg.data.seq_len) == (
+            3e-7, beta, 2048, 1.0, 2048,
+        )  # fmt: skip
+        assert (p.reward_scale, p.non_stop_penalty, p.reward_model_multiplier) == (10.0, -10.0, 0.0)
+        assert p.whiten_advantages and p.value_path.endswith(f"OLMo-2-1124-{size.upper()}-RM")
+        assert cfg.data.seed == seed and cfg.schedule.name == "linear"
+        rollouts = cfg.trainer.max_steps // (p.ppo_epochs * p.mini_batches)
+        assert rollouts == 200_000 // cfg.data.global_batch_size  # 200k episodes, 248 per rollout
+    with pytest.raises(ValueError, match="mini_batches"):
+        load_config(
+            PPOConfig, RECIPES / "demo-ppo.yaml", ["model.load_path=x", "ppo.mini_batches=3"]
+        )
+    with pytest.raises(ValueError, match="reward_model_path"):
+        load_config(
+            PPOConfig,
+            RECIPES / "demo-ppo.yaml",
+            ["model.load_path=x", "ppo.reward_model_multiplier=1"],
+        )
