@@ -1,21 +1,30 @@
 """GRPO with `rollout.backend=vllm` (`make test-vllm`): the engine gets the learner's weights
 at every rollout (its log-probs of the tokens it samples are the learner's own), and a short
-`olmo2 grpo` run through it completes, writes an HF checkpoint, logs IS weights of 1 and
-leaves nothing in shared memory. Two engine starts in all.
+`olmo2 grpo` run through it completes, writes an HF checkpoint, logs IS weights of 1, leaves
+nothing in shared memory and resumes exactly after SIGKILL. Four engine starts in all (~1 min
+each on 2 busy cores).
 
 Tolerance. Both engines compute in fp32 (unit roundoff u = 2^-24 ≈ 6e-8) with different
 kernels (vLLM's CPU build repacks the linear weights for oneDNN and has its own attention),
-so a log-prob differs by rounding only: per dot product of length K the error is at most
-~K·u·Σ|a_i·b_i| and typically √K·u times that; over two layers of K ≤ 192 with O(1)
-activations that is ≲ 1e-5 at worst, and observed ≈ 1e-7 on average (test_weights.py holds
-prompt log-probs to 1e-5). `TOL` = 1e-4 is ten times the worst case, and 100x below what a
-single missed sync shows (> 1e-2 after the pretend step here; asserted).
+so their log-probs differ by rounding only: a dot product of length K is off by at most
+~K·u·Σ|a_i·b_i|, typically √K·u·Σ|a_i·b_i|; with K ≤ 192, O(1) activations and two layers a
+log-prob differs by ≲ 1e-5 at worst and ~1e-6 typically (observed: max 9.5e-7, mean 1.3e-7
+per token; test_weights.py holds prompt log-probs to 1e-5). `TOL` = 1e-4 is ten times the
+worst case and 100x below what one missed sync shows (> 1e-2 after the pretend step here;
+asserted).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,32 +89,80 @@ def test_every_rollout_syncs_the_learner(tiny):
     assert _shm_entries() == before
 
 
+def _grpo_args(run_dir, init, data):
+    return [
+        "grpo", "recipes/demo-grpo.yaml", f"model.load_path={init}", f"data.paths=[{data}]",
+        f"trainer.run_dir={run_dir}", "trainer.max_steps=8", "data.epochs=null", "data.seq_len=48",
+        "data.global_batch_size=2", "data.micro_batch_size=8", "grpo.num_samples=8",
+        "grpo.max_new_tokens=40", "grpo.non_stop_penalty=-3.0", "grpo.mini_batches=2",
+        "optim.lr=1e-2", "checkpoint.save_interval=3", "checkpoint.keep_last=2",
+        "logging.progress_bar=false", "logging.report=false", "logging.peak_flops=1e11",
+        "logging.log_interval=1", "rollout.backend=vllm",
+    ]  # fmt: skip
+
+
+def _metrics(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _in_use(name: str) -> bool:
+    """Whether a live process has /dev/shm/NAME (or a file under it) open or mapped."""
+    path = f"/dev/shm/{name}"
+    for proc in Path("/proc").iterdir():
+        try:
+            if path in (proc / "maps").read_text():
+                return True
+            if any(os.readlink(fd).startswith(path) for fd in (proc / "fd").iterdir()):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _run_killed(cmd, metrics: Path, lines: int) -> None:
+    """Run `cmd`, SIGKILL its process group once `metrics` has `lines` lines, and remove
+    what the killed engine left in /dev/shm (the weights directory, vLLM's message queues:
+    nothing cleans up after SIGKILL) once no live process uses it."""
+    before = set(os.listdir("/dev/shm"))
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= lines:
+            break
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)  # the learner and its engine's processes
+    proc.wait()
+    time.sleep(1)
+    for name in set(os.listdir("/dev/shm")) - before:
+        if not _in_use(name):
+            shutil.rmtree(f"/dev/shm/{name}", ignore_errors=True)
+            Path(f"/dev/shm/{name}").unlink(missing_ok=True)
+
+
+@pytest.mark.timeout(900)
 def test_grpo_through_vllm(tmp_path):
-    """3 rollouts × 2 mini-batches (so off-policy steps too) at a large LR: every step's IS
-    weight is 1 and the mismatch within rounding although the policy moves between syncs."""
+    """4 rollouts × 2 mini-batches (so off-policy steps too) at a large LR: every step's IS
+    weight is 1 and the mismatch within rounding although the policy moves between syncs; an
+    HF checkpoint; nothing left in shared memory. Then the same run killed mid-way and
+    restarted gives the same per-step losses: the restarted engine gets the resumed policy
+    at its first rollout and samples with the same per-request seeds. Three engine starts."""
     require_vllm()
     init = tiny_checkpoint(tmp_path, d_model=64, n_heads=2, ffn_hidden=128)  # head_dim 32
     data = write_jsonl(tmp_path / "p.jsonl", rewards.addition_rows(12, seed=3))
-    run_dir, before = tmp_path / "run", _shm_entries()
-    rc = olmo2_main([
-        "grpo", "recipes/demo-grpo.yaml", f"model.load_path={init}", f"data.paths=[{data}]",
-        f"trainer.run_dir={run_dir}", "trainer.max_steps=6", "data.epochs=null", "data.seq_len=48",
-        "data.global_batch_size=2", "data.micro_batch_size=8", "grpo.num_samples=8",
-        "grpo.max_new_tokens=40", "grpo.non_stop_penalty=-3.0", "grpo.mini_batches=2",
-        "optim.lr=1e-2", "checkpoint.save_interval=0", "logging.progress_bar=false",
-        "logging.report=false", "logging.peak_flops=1e11", "logging.log_interval=1",
-        "rollout.backend=vllm",
-    ])  # fmt: skip
-    assert rc == 0
+    ref, before = tmp_path / "ref", _shm_entries()
+    assert olmo2_main(_grpo_args(ref, init, data)) == 0
     assert _shm_entries() == before  # the engine's weight directories are gone
-    m = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert len(m) == 6
+    m = _metrics(ref)
+    assert len(m) == 8
     for x in m:
         print({k: x[k] for k in ("step", "loss", "grad_norm", "is_weight", "rollout_logp_diff")})
         assert x["is_weight"] == pytest.approx(1.0, abs=TOL) and x["is_capped"] == 0.0
         assert x["rollout_logp_diff"] < TOL
-    assert sum(x["grad_norm"] > 0 for x in m[:4]) >= 2  # the policy moved before later syncs
-    ckpt = run_dir / "grpo-step6"
+    assert sum(x["grad_norm"] > 0 for x in m[:6]) >= 2  # the policy moved before later syncs
+    ckpt = ref / "grpo-step8"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
         p.name for p in ckpt.iterdir()
     }
@@ -113,3 +170,12 @@ def test_grpo_through_vllm(tmp_path):
     start, _ = load(init)
     moved = max((a - b).abs().max().item() for a, b in zip(final.parameters(), start.parameters()))
     assert moved > 1e-3
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "olmo2", *_grpo_args(run, init, data)]
+    _run_killed(cmd, run / "metrics.jsonl", lines=5)
+    assert 5 <= len(_metrics(run)) < 8, "the kill should land mid-run"
+    out = subprocess.run(cmd, env=os.environ, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from" in out.stdout
+    assert [x["loss"] for x in _metrics(run)] == [x["loss"] for x in m]
