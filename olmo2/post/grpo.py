@@ -6,9 +6,9 @@ grpo_vllm_thread_ray_gtrl.py): take `data.global_batch_size` prompts, sample
 `rollout.backend=olmo2`, the batched KV-cache generator on the policy itself, or `vllm`, a
 vLLM engine given the policy's weights each rollout; temperature 1, ending at EOS), score
 their text with the verifiers (`olmo2.post.rewards`: 10 × score, optional non-stop
-penalty), compute group advantages (r − mean)/(std + 1e-8), and take `grpo.mini_batches` optimizer steps on slices
-of the rollout with the clipped policy-ratio loss + β·k3 KL to the frozen starting policy
-(β 0.01). Prompt and padding tokens are masked. The rollout happens inside the data source,
+penalty), compute group advantages (r − mean)/(std + 1e-8), and take `grpo.mini_batches`
+optimizer steps on slices of the rollout with the clipped policy-ratio loss + β·k3 KL to the
+frozen starting policy (β 0.01). Prompt and padding tokens are masked. The rollout happens inside the data source,
 which the trainer calls right before each step, so every rollout uses the current policy.
 With `rollout.backend=vllm` the policy-gradient term of each token is reweighted by the
 truncated importance-sampling weight min(π_learner/π_vLLM, `rollout.is_cap`), for the two
@@ -403,6 +403,7 @@ def run(args) -> int:
     if (post := common.begin(GRPOConfig, args, tokenize_prompts, "prompts")) is None:
         return 0
     cfg, prompts = post.cfg, post.examples
+    check_context(prompts, cfg.grpo, post.start.model_config.max_seq_len)
     common.set_steps(cfg, len(prompts), None)
     if cfg.data.epochs is not None:
         cfg.trainer.max_steps *= cfg.grpo.mini_batches
@@ -415,6 +416,18 @@ def run(args) -> int:
             post, model, data, objective,
             lambda last: f"; reward {last.get('reward', math.nan):.3f}, pass rate {last.get('pass_rate', math.nan):.3f}, kl {last.get('kl', math.nan):.4f}",
         )  # fmt: skip
+
+
+def check_context(prompts: list[Prompt], g: GRPOSection, context: int) -> None:
+    """Every prompt and its `grpo.max_new_tokens` fit the model's context (both engines
+    refuse a prompt that does not; found here, before anything is written)."""
+    longest = max(len(p.ids) for p in prompts)
+    if longest + g.max_new_tokens > context:
+        raise ValueError(
+            f"the longest prompt is {longest} tokens and grpo.max_new_tokens {g.max_new_tokens}: "
+            f"{longest + g.max_new_tokens} > the model's context of {context} tokens (lower "
+            f"data.seq_len, which drops longer prompts, or grpo.max_new_tokens)"
+        )
 
 
 def start_engine(section: RolloutSection, reference, tok: Tokenizer) -> RolloutEngine:

@@ -176,3 +176,17 @@ def test_vllm_missing_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "rollout.backend=vllm: the vllm backend needs vLLM" in err and "olmo2[vllm]" in err
     assert not run_dir.exists()  # nothing written
+
+
+def test_prompt_and_response_must_fit_the_context(tmp_path, capsys):
+    init = tiny_checkpoint(tmp_path)  # max_seq_len 256
+    data = write_jsonl(tmp_path / "p.jsonl", rewards.addition_rows(4))
+    run_dir = tmp_path / "run"
+    rc = olmo2_main([
+        "grpo", "recipes/demo-grpo.yaml", f"model.load_path={init}", f"data.paths=[{data}]",
+        f"trainer.run_dir={run_dir}", "grpo.max_new_tokens=250",
+    ])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "grpo.max_new_tokens 250" in err and "> the model's context of 256 tokens" in err
+    assert not run_dir.exists()
