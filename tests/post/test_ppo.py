@@ -191,3 +191,69 @@ def test_value_model_of_another_size_or_head_is_refused(tmp_path, capsys):
     assert olmo2_main(_ppo_cmd(init, data, run, 2, "ppo.value_path=/nonexistent")) == 2
     assert olmo2_main(_ppo_cmd(init, data, run, 2, "ppo.reward_model_multiplier=1.0")) == 2
     assert "reward_model_path" in capsys.readouterr().err and not run.exists()
+
+
+# ---- reward going up -----------------------------------------------------------------------------
+
+
+def _sft_on_addition(tmp_path):
+    """Single-digit addition (operands 0-4): SFT on a 50/50 mix of right and off-by-one
+    answers gives a policy that is right some of the time (as tests/post/test_grpo.py)."""
+    init = tiny_checkpoint(tmp_path)
+    prompts = [{"messages": [{"role": "user", "content": f"{a}+{b}="}], "ground_truth": str(a + b),
+                "dataset": "add"} for a in range(5) for b in range(5)]  # fmt: skip
+    sft = [{"messages": p["messages"] + [{"role": "assistant", "content": str(int(p["ground_truth"]) + d)}]}
+           for p in prompts for d in (0, 1)]  # fmt: skip
+    write_jsonl(tmp_path / "sft.jsonl", sft)
+    write_jsonl(tmp_path / "p.jsonl", prompts * 4)  # 100 rows: a rollout of 100 completions
+    assert olmo2_main([
+        "sft", "recipes/demo-sft.yaml", f"model.load_path={init}", f"data.paths=[{tmp_path / 'sft.jsonl'}]",
+        f"trainer.run_dir={tmp_path / 'sft'}", "trainer.max_steps=100", "optim.lr=3e-3", "data.seq_len=32",
+        "data.global_batch_size=50", "data.micro_batch_size=50", "sft.reduction=mean",
+        "checkpoint.save_interval=0", *_common(),
+    ]) == 0  # fmt: skip
+    return max((tmp_path / "sft").glob("sft-step*"))
+
+
+EPOCHS = 4
+
+
+def _ppo_on_addition(tmp_path, ckpt, steps):
+    """demo-ppo's PPO numbers (β 0.05, γ 1, λ 0.95, vf_coef 0.1, both clips 0.2, −10 for no
+    EOS), value model from the policy with a fresh head; 4 epochs over rollouts of 100."""
+    run = tmp_path / "ppo"
+    assert olmo2_main([
+        "ppo", "recipes/demo-ppo.yaml", f"model.load_path={ckpt}", f"data.paths=[{tmp_path / 'p.jsonl'}]",
+        f"trainer.run_dir={run}", f"trainer.max_steps={steps}", "optim.lr=1e-3", "ppo.max_new_tokens=3",
+        f"ppo.ppo_epochs={EPOCHS}", "ppo.mini_batches=1", "data.global_batch_size=100",
+        "data.micro_batch_size=100", "checkpoint.save_interval=0", *_common(),
+    ]) == 0  # fmt: skip
+    return _metrics(run)
+
+
+def _summary(m):
+    """Mean reward of the first and last quarter of the steps; the value loss before each of
+    a rollout's 4 updates (steps 4k+1..4k+4 learn from rollout k), averaged over rollouts;
+    explained variance of each rollout's values (before learning from it)."""
+    q = len(m) // 4
+    first, last = (sum(x["reward"] for x in part) / q for part in (m[:q], m[-q:]))
+    rollouts = [m[i : i + EPOCHS] for i in range(0, len(m), EPOCHS)]
+    vf = [sum(r[e]["vf_loss"] for r in rollouts) / len(rollouts) for e in range(EPOCHS)]
+    ev = [r[0]["explained_var"] for r in rollouts]
+    print(f"PPO mean reward: first quarter {first:.2f}, last quarter {last:.2f}; max kl "
+          f"{max(x['kl'] for x in m):.3f}; value loss by PPO epoch {[round(v, 3) for v in vf]}; "
+          f"explained variance per rollout {[round(e, 3) for e in ev]}")  # fmt: skip
+    return first, last, vf, ev
+
+
+@pytest.mark.timeout(600)
+def test_sft_then_ppo_raises_reward_on_addition(tmp_path):
+    """48 steps = 12 rollouts. Measured (data seeds 0/1/2): mean reward 1.87 → 2.67,
+    1.50 → 2.83, 1.20 → 2.77 (first → last quarter); max KL 0.18; the value loss falls over
+    every rollout's epochs and the explained variance climbs from ≈ −0.02 to ≈ +0.03..0.06."""
+    m = _ppo_on_addition(tmp_path, _sft_on_addition(tmp_path), 48)
+    first, last, vf, ev = _summary(m)
+    assert last > first + 0.5, (first, last)  # +5 points of pass rate at least
+    assert max(x["kl"] for x in m) < 1.0
+    assert vf == sorted(vf, reverse=True) and vf[-1] < vf[0]  # the value model fits its returns
+    assert sum(ev[-3:]) > sum(ev[:3])  # and predicts the next rollouts' returns better
