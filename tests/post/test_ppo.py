@@ -193,6 +193,26 @@ def test_value_model_of_another_size_or_head_is_refused(tmp_path, capsys):
     assert "reward_model_path" in capsys.readouterr().err and not run.exists()
 
 
+def test_reward_model_score_adds_with_its_multiplier(tmp_path):
+    """reward = verifier reward + multiplier × RM score: the first rollout (same seed, same
+    completions) with multipliers 0, 1, 2 gives r0, r0 + s, r0 + 2s."""
+    init = tiny_checkpoint(tmp_path)
+    data = write_jsonl(tmp_path / "add.jsonl", rewards.addition_rows(12, seed=3))
+    torch.manual_seed(1)
+    rm = save_pretrained(
+        Olmo2Reward.build(tiny_config()), tmp_path / "rm", tokenizer=tiny_tokenizer()
+    )
+    first = []
+    for mult in (0.0, 1.0, 2.0):
+        run = tmp_path / f"run{mult}"
+        extra = [f"ppo.reward_model_path={rm}", f"ppo.reward_model_multiplier={mult}",
+                 "ppo.non_stop_penalty=null", "checkpoint.save_final=false"]  # fmt: skip
+        assert olmo2_main(_ppo_cmd(init, data, run, 1, *extra)) == 0
+        first.append(_metrics(run)[0]["reward"])
+    r0, r1, r2 = first
+    assert r1 != r0 and r2 - r0 == pytest.approx(2 * (r1 - r0), rel=1e-5)
+
+
 # ---- reward going up -----------------------------------------------------------------------------
 
 
