@@ -1,8 +1,8 @@
 """GRPO with `rollout.backend=vllm` (`make test-vllm`): the engine gets the learner's weights
 at every rollout (its log-probs of the tokens it samples are the learner's own), and a short
 `olmo2 grpo` run through it completes, writes an HF checkpoint, logs IS weights of 1, leaves
-nothing in shared memory and resumes exactly after SIGKILL. Four engine starts in all (~1 min
-each on 2 busy cores).
+nothing in shared memory, resumes exactly after SIGKILL and raises the reward on the addition
+task as olmo2's engine does. Five engine starts in all (~1 min each on 2 busy cores).
 
 Tolerance. Both engines compute in fp32 (unit roundoff u = 2^-24 ≈ 6e-8) with different
 kernels (vLLM's CPU build repacks the linear weights for oneDNN and has its own attention),
@@ -179,3 +179,45 @@ def test_grpo_through_vllm(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resumed from" in out.stdout
     assert [x["loss"] for x in _metrics(run)] == [x["loss"] for x in m]
+
+
+@pytest.mark.timeout(900)
+def test_grpo_through_vllm_raises_reward_on_addition(tmp_path):
+    """tests/post/test_grpo.py's addition task (SFT on right and off-by-one answers, then 40
+    GRPO steps at lr 1e-3) with vLLM rollouts: the mean reward rises by more than 1 point
+    (+10 points of pass rate). Measured once here: vLLM 4.70 -> 7.93, olmo2's engine on the
+    same SFT checkpoint 5.03 -> 8.78; max KL 0.99 and 1.21."""
+    require_vllm()
+    init = tiny_checkpoint(tmp_path, d_model=64, n_heads=2, ffn_hidden=128)
+    prompts = [
+        {"messages": [{"role": "user", "content": f"{a}+{b}="}], "ground_truth": str(a + b),
+         "dataset": "add"}
+        for a in range(5) for b in range(5)
+    ]  # fmt: skip
+    sft = [
+        {"messages": [*p["messages"], {"role": "assistant", "content": str(int(p["ground_truth"]) + d)}]}
+        for p in prompts for d in (0, 1)
+    ]  # fmt: skip
+    write_jsonl(tmp_path / "sft.jsonl", sft)
+    write_jsonl(tmp_path / "p.jsonl", prompts)
+    common = ["data.epochs=null", "logging.progress_bar=false", "logging.report=false",
+              "logging.peak_flops=1e11", "checkpoint.save_interval=0", "logging.log_interval=10"]  # fmt: skip
+    assert olmo2_main([
+        "sft", "recipes/demo-sft.yaml", f"model.load_path={init}", f"data.paths=[{tmp_path / 'sft.jsonl'}]",
+        f"trainer.run_dir={tmp_path / 'sft'}", "trainer.max_steps=100", "optim.lr=3e-3", "data.seq_len=32",
+        "data.global_batch_size=50", "data.micro_batch_size=50", "sft.reduction=mean", *common,
+    ]) == 0  # fmt: skip
+    ckpt = max((tmp_path / "sft").glob("sft-step*"))
+    assert olmo2_main([
+        "grpo", "recipes/demo-grpo.yaml", f"model.load_path={ckpt}", f"data.paths=[{tmp_path / 'p.jsonl'}]",
+        f"trainer.run_dir={tmp_path / 'grpo'}", "trainer.max_steps=40", "optim.lr=1e-3", "grpo.max_new_tokens=3",
+        "grpo.num_samples=8", "data.global_batch_size=25", "data.micro_batch_size=200",
+        "rollout.backend=vllm", *common,
+    ]) == 0  # fmt: skip
+    m = _metrics(tmp_path / "grpo")
+    first = sum(x["reward"] for x in m[:8]) / 8
+    last = sum(x["reward"] for x in m[-8:]) / 8
+    print(f"GRPO (vLLM) mean reward: first 8 steps {first:.2f}, last 8 steps {last:.2f}")
+    assert last > first + 1.0, (first, last)
+    assert max(x["kl"] for x in m) < 4.0  # the bound test_grpo.py's olmo2 run holds
+    assert all(abs(x["is_weight"] - 1) < TOL for x in m)
