@@ -114,3 +114,16 @@ def test_model_kind_mismatch_is_refused(setup, tmp_path, capsys):
     args = [*base, "--model", str(ckpt), "--tasks", "hh_rlhf_harmless:rm::all"]
     assert olmo2_main([*args, "--perplexity", str(text)]) == 2
     assert "--perplexity needs a causal LM" in capsys.readouterr().err
+
+
+def test_pairs_longer_than_the_context_are_skipped_unless_truncate(setup, tmp_path):
+    ckpt, data = setup
+    rows = PAIRS + [{"prompt": "long", "chosen": "fox dog " * 200, "rejected": "x"}]
+    with gzip.open(data / HH_HARMLESS, "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    base = ["eval", "--model", str(ckpt), "--tasks", "hh_rlhf_harmless:rm::all",
+            "--data-dir", str(data), "--output", str(tmp_path / "r.json")]  # fmt: skip
+    for extra, docs, too_long in (([], 5, 1), (["--truncate"], 6, 0)):
+        assert olmo2_main(base + extra) == 0
+        m = json.loads((tmp_path / "r.json").read_text())["tasks"]["hh_rlhf_harmless:rm::all"]
+        assert (m["metrics"]["num_docs"], m["metrics"]["too_long"]) == (docs, too_long)

@@ -8,7 +8,8 @@ reported: the mean margin r_chosen − r_rejected. These tasks need a reward-mod
 (`Olmo2ForSequenceClassification`); `olmo2 eval` refuses them on a causal LM.
 
 Data: the shared hh-rlhf harmless-base test split (anthropics/hh-rlhf, 2,312 rows; rows
-`olmo2.post.data.preference_pair` cannot use are skipped and counted). `::heldout` scores the
+`olmo2.post.data.preference_pair` cannot use are skipped and counted, and so are pairs with a
+side longer than the model's context unless `--truncate`). `::heldout` scores the
 pairs `is_heldout` selects, the side `olmo2 rm` leaves out with `data.exclude_heldout`;
 `::all` scores every pair (an RM trained elsewhere).
 
@@ -61,7 +62,15 @@ class PairwiseAccuracy(Task):
     def __init__(self, key: str, config: TaskConfig, path: Path, side: str):
         assert side in ("heldout", "all"), side
         self.key, self.config, self.path, self.side = key, config, path, side
-        self.skipped = 0
+        self.skipped, self.too_long = 0, 0
+        self.fits = None
+
+    def prepare(self, harness=None, **context) -> None:
+        """Pairs with a side longer than the model's context are skipped and counted (as
+        `olmo2 rm` skips them), unless the harness truncates."""
+        if harness is not None and not harness.truncate:
+            tok, limit = harness.tokenizer, harness.max_length
+            self.fits = lambda text: len(tok.encode(text)) <= limit
 
     def load_docs(self, data_dir: Path) -> list[PairDoc]:
         from olmo2.post.data import BadRow, preference_pair, read_rows
@@ -82,18 +91,30 @@ class PairwiseAccuracy(Task):
                 log.debug("%s: row %d skipped (%s)", path, n, e.reason)
                 continue
             if self.side == "all" or is_heldout(prompt):
-                docs.append(PairDoc(prompt, ch, rj, n))
-        if self.skipped:
-            log.info("%s: %d unusable rows skipped", path, self.skipped)
+                doc = PairDoc(prompt, ch, rj, n)
+                if self.fits and not all(self.fits(t) for t in self.texts(doc)):
+                    self.too_long += 1
+                    continue
+                docs.append(doc)
+        if self.skipped or self.too_long:
+            log.info("%s: %d unusable rows and %d pairs longer than the context skipped",
+                     path, self.skipped, self.too_long)  # fmt: skip
         return docs
 
+    @staticmethod
+    def texts(d: PairDoc) -> tuple[str, str]:
+        """The chosen and the rejected conversation, rendered as `olmo2 rm` trains on them."""
+        return tuple(
+            render_chat(d.prompt + [{"role": "assistant", "content": reply}])[0]
+            for reply in (d.chosen, d.rejected)
+        )
+
     def requests(self, docs: list[PairDoc]) -> list[Request]:
-        out = []
-        for i, d in enumerate(docs):
-            for j, reply in enumerate((d.chosen, d.rejected)):
-                text = render_chat(d.prompt + [{"role": "assistant", "content": reply}])[0]
-                out.append(Request(text, doc_id=i, idx=j, kind="reward"))
-        return out
+        return [
+            Request(text, doc_id=i, idx=j, kind="reward")
+            for i, d in enumerate(docs)
+            for j, text in enumerate(self.texts(d))
+        ]
 
     def score(self, docs, requests, results) -> dict[str, float]:
         by = {(r.doc_id, r.idx): float(s) for r, s in zip(requests, results, strict=True)}
@@ -103,6 +124,7 @@ class PairwiseAccuracy(Task):
             "accuracy": sum(m > 0 for m in margins) / n,
             "margin": sum(margins) / n,
             "skipped": self.skipped,
+            "too_long": self.too_long,
             "num_docs": len(docs),
         }
 
