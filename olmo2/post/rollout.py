@@ -26,6 +26,7 @@ is 3.0).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,8 @@ import torch
 from olmo2.infer.backends import BACKENDS, GenerationParams, load_backend
 from olmo2.tokenizer import Tokenizer
 from olmo2.train.config import choice
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,7 +54,7 @@ class RolloutSection:
     """vllm: no CUDA graphs (None: eager on a CPU, CUDA graphs on a GPU)."""
     sleep: bool = False
     """vllm on a GPU: free the engine's memory after each generation (vLLM sleep level 2);
-    the next weight sync wakes it. The CPU build ignores sleep."""
+    the next weight sync wakes it. Ignored on a CPU (vLLM's CPU build has no sleep mode)."""
     is_cap: float | None = 2.0
     """vllm: the cap C of the truncated importance-sampling weight min(π_learner/π_rollout, C)
     on the policy-gradient term; null = no correction (the weights are still logged)."""
@@ -79,10 +82,13 @@ class RolloutSection:
         import_vllm()  # BackendUnavailable naming the extra, before any option is looked at
         from vllm.platforms import current_platform
 
-        options = {"dtype": self.dtype, "enforce_eager": self.enforce_eager,
-                   "sleep_mode": self.sleep}  # fmt: skip
-        if not current_platform.is_cpu():
+        options = {"dtype": self.dtype, "enforce_eager": self.enforce_eager}
+        if current_platform.is_cpu():
+            if self.sleep:  # the CPU build refuses enable_sleep_mode ("not supported")
+                log.warning("rollout.sleep ignored: vLLM's CPU build has no sleep mode")
+        else:
             options["gpu_memory_utilization"] = self.gpu_memory_utilization
+            options["sleep_mode"] = self.sleep
         return options
 
 
