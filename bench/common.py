@@ -52,6 +52,18 @@ def best_of(fn, n: int = 3) -> float:
     return min(times)
 
 
+def best_of_interleaved(fns, n: int = 3) -> list[float]:
+    """Smallest wall time of n calls of each of `fns`, called in turn (a, b, a, b, ...), so
+    load from other jobs that comes and goes weighs on every side alike."""
+    times = [[] for _ in fns]
+    for _ in range(n):
+        for t, fn in zip(times, fns):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return [min(t) for t in times]
+
+
 def header(title: str) -> None:
     print(f"# {title}")
     print(

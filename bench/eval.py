@@ -29,7 +29,7 @@ import torch
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SIZES, best_of, header  # noqa: E402
+from common import SIZES, best_of, best_of_interleaved, header  # noqa: E402
 
 from olmo2.eval.harness import Harness  # noqa: E402
 from olmo2.eval.tasks import get_task  # noqa: E402
@@ -71,8 +71,13 @@ def race(size: str, tok, args, ours, theirs):
         model, path = checkpoint(size, tok, tmp, args.device)
         hflm = HFLM(pretrained=str(path), batch_size=args.batch_size, device=args.device,
                     dtype="float32", max_length=2048)  # fmt: skip
-        t_ours = best_of(lambda: out.__setitem__("ours", ours(model)), args.repeats)
-        t_theirs = best_of(lambda: out.__setitem__("theirs", theirs(hflm)), args.repeats)
+        t_ours, t_theirs = best_of_interleaved(
+            [
+                lambda: out.__setitem__("ours", ours(model)),
+                lambda: out.__setitem__("theirs", theirs(hflm)),
+            ],
+            args.repeats,
+        )
     return t_ours, t_theirs, out["ours"], out["theirs"]
 
 

@@ -22,8 +22,11 @@ def _empty(config: ModelConfig, batch: int, max_len: int, dtype, device) -> torc
 class KVCache:
     """Preallocated keys/values for batched decoding of left-padded prompts.
 
-    Slot s of row b holds the token at position `s - left_pad[b]`; slots before `left_pad[b]`
-    are padding and never attended to. `length` slots of every row are filled.
+    Slots `[pad_start, pad_start + left_pad[b])` of row b are padding, never attended to;
+    every other slot s holds the token at position s, less the padding before it. With
+    `pad_start` 0 this is plain left padding; with a shared prompt prefix of C tokens
+    (`load_prefix`), slots [0, C) of every row hold that prefix, prefilled once, and each
+    row's own tokens follow its padding. `length` slots of every row are filled.
     """
 
     def __init__(
@@ -34,18 +37,32 @@ class KVCache:
         left_pad: torch.Tensor,
         dtype: torch.dtype,
         device: torch.device | str,
+        pad_start: int = 0,
     ):
         self.k = _empty(config, batch, max_len, dtype, device)
         self.v = _empty(config, batch, max_len, dtype, device)
-        self.left_pad = left_pad.to(device)
+        self.left_pad, self.pad_start = left_pad.to(device), pad_start
         self.length, self.max_len = 0, max_len
         self._index_derived()
 
     def _index_derived(self) -> None:
-        slots = torch.arange(self.max_len, device=self.left_pad.device)
-        self.valid = slots[None] >= self.left_pad[:, None]  # B S: not a padding slot
+        slots = torch.arange(self.max_len, device=self.left_pad.device)[None]
+        prefix = slots < self.pad_start
+        pad_end = self.pad_start + self.left_pad[:, None]
+        self.valid = prefix | (slots >= pad_end)  # B S: not a padding slot
         self.padded = bool(self.left_pad.any())
-        self.slot_positions = (slots[None] - self.left_pad[:, None]).clamp(min=0)  # B S
+        shifted = (slots - self.left_pad[:, None]).clamp(min=self.pad_start)
+        self.slot_positions = torch.where(prefix, slots, shifted)  # B S
+
+    def load_prefix(self, prefix: KVCache) -> None:
+        """Copy the filled slots of a one-row cache (the shared prompt prefix, slots [0,
+        pad_start)) into every row, and continue after them."""
+        if prefix.length != self.pad_start or prefix.k.shape[1] != 1:
+            raise ValueError(f"a prefix of {self.pad_start} slots of one row was expected")
+        n = self.pad_start
+        self.k.narrow(3, 0, n).copy_(prefix.k.narrow(3, 0, n))
+        self.v.narrow(3, 0, n).copy_(prefix.v.narrow(3, 0, n))
+        self.length = n
 
     def index_rows(self, rows: torch.Tensor) -> None:
         """Keep rows `rows` of the batch, in that order (repeats allowed): e.g. prefill each

@@ -114,19 +114,44 @@ def stream(
     return _no_grad_mode(model)(_stream)(model, prompts, cfg, stop_token_ids, should_stop)
 
 
+SHARED_PREFIX_MIN = 16
+"""A common prompt prefix at least this long (few-shot examples, a system prompt) is
+prefilled once for the whole batch."""
+
+
+def shared_prefix_len(prompts: Sequence[tuple[int, ...]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one of its own (whose logits
+    start decoding); 0 below `SHARED_PREFIX_MIN` or for a single prompt."""
+    if len(prompts) < 2:
+        return 0
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        n = next((i for i in range(n) if p[i] != first[i]), n)
+    return n if n >= SHARED_PREFIX_MIN else 0
+
+
 def _prefill(model: Olmo2, prompts, max_new_tokens: int):
-    """KV cache and last-position logits [B, V] of every prompt; identical prompts (a GRPO
-    group, `n` samples of one request) are prefilled once and their cache rows repeated."""
-    device = next(model.parameters()).device
+    """KV cache and last-position logits [B, V] of every prompt. A prefix shared by all
+    prompts is prefilled once (`KVCache.load_prefix`), and identical prompts (a GRPO group,
+    `n` samples of one request) once each, their cache rows then repeated."""
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     distinct: dict[tuple[int, ...], int] = {}
     rows = [distinct.setdefault(tuple(map(int, p)), len(distinct)) for p in prompts]
+    C = shared_prefix_len(list(distinct))
     P = max(len(p) for p in distinct)
-    ids = torch.full((len(distinct), P), model.config.pad_token_id or 0, dtype=torch.long)
+    ids = torch.full((len(distinct), P - C), model.config.pad_token_id or 0, dtype=torch.long)
     for i, p in enumerate(distinct):
-        ids[i, P - len(p) :] = torch.tensor(p, dtype=torch.long)
+        ids[i, P - len(p) :] = torch.tensor(p[C:], dtype=torch.long)
     left_pad = torch.tensor([P - len(p) for p in distinct])
-    dtype = next(model.parameters()).dtype
-    cache = KVCache(model.config, len(distinct), P + max_new_tokens, left_pad, dtype, device)
+    cache = KVCache(
+        model.config, len(distinct), P + max_new_tokens, left_pad, dtype, device, pad_start=C
+    )
+    if C:
+        prefix = KVCache(model.config, 1, C, torch.zeros(1, dtype=torch.long), dtype, device)
+        model(
+            torch.tensor([next(iter(distinct))[:C]], device=device), cache=prefix, logits_to_keep=1
+        )
+        cache.load_prefix(prefix)
     logits = model(ids.to(device), cache=cache, logits_to_keep=1)[:, -1]
     if len(distinct) < len(prompts):
         rows_B = torch.tensor(rows, device=device)

@@ -9,7 +9,15 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from olmo2.cli import main
-from olmo2.infer.generate import Drain, SamplingConfig, generate, sample, stream
+from olmo2.infer.generate import (
+    SHARED_PREFIX_MIN,
+    Drain,
+    SamplingConfig,
+    generate,
+    sample,
+    shared_prefix_len,
+    stream,
+)
 from tests.model.helpers import save_random, tiny_bpe
 
 PROMPTS = [[5, 17, 99, 3, 250, 7, 8], [42], [11, 12, 13, 14]]
@@ -56,6 +64,37 @@ def test_cached_decoding_equals_full_recomputation(tmp_path):
             with torch.no_grad():
                 seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
         assert seq[len(prompt) :] == new
+
+
+def test_shared_prefix_len_rule():
+    long = tuple(range(2, 2 + SHARED_PREFIX_MIN + 4))
+    assert shared_prefix_len([long + (7,), long + (8, 9)]) == len(long)
+    assert shared_prefix_len([long, long + (8, 9)]) == len(long) - 1  # each keeps a token
+    assert shared_prefix_len([long + (7,)]) == 0  # one prompt: nothing to share
+    short = long[: SHARED_PREFIX_MIN - 1]
+    assert shared_prefix_len([short + (7,), short + (8,)]) == 0
+
+
+@pytest.mark.parametrize("key", ["gqa", "odd"])
+def test_shared_prefix_prefill_matches_transformers(tmp_path, key):
+    """Few-shot prompts: a 24-token prefix common to every row is prefilled once, then each
+    row's own tokens after its padding; greedy output equals transformers' batched generate
+    with plain left padding."""
+    model, path = save_random(tmp_path, key, seed=4)
+    prefix = [(7 * i) % 300 + 2 for i in range(24)]
+    prompts = [prefix + [5, 17, 99, 3], prefix + [42], prefix + [11, 12, 13, 14, 15, 16]]
+    assert shared_prefix_len([tuple(p) for p in prompts]) == 24
+    ours = generate(model, prompts, max_new_tokens=16, eos_token_id=-1)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    P, pad = max(map(len, prompts)), model.config.pad_token_id
+    ids = torch.tensor([[pad] * (P - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        out = hf.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=16, min_new_tokens=16,
+            do_sample=False, pad_token_id=pad,
+        )  # fmt: skip
+    assert ours == [row[P:].tolist() for row in out]
 
 
 def test_repeated_prompts_are_prefilled_once_with_the_same_result(tmp_path):
