@@ -296,7 +296,7 @@ class GRPOObjective(Objective):
 
     clip_eps: float = 0.2
     beta: float = 0.01
-    is_cap: float | None = 2.0
+    is_cap: float | None = None
     """`rollout.is_cap`, for batches that carry a rollout engine's `rollout_logp`."""
 
     def loss(self, model, mb):

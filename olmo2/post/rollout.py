@@ -55,9 +55,10 @@ class RolloutSection:
     sleep: bool = False
     """vllm on a GPU: free the engine's memory after each generation (vLLM sleep level 2);
     the next weight sync wakes it. Ignored on a CPU (vLLM's CPU build has no sleep mode)."""
-    is_cap: float | None = 2.0
+    is_cap: float | None = None
     """vllm: the cap C of the truncated importance-sampling weight min(π_learner/π_rollout, C)
-    on the policy-gradient term; null = no correction (the weights are still logged)."""
+    on the policy-gradient term (2.0 in the references); null (the default) = no correction,
+    the weights and the mismatch are still logged."""
 
     def validate(self) -> None:
         choice("rollout.backend", self.backend, BACKENDS)

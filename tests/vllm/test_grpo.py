@@ -97,7 +97,7 @@ def _grpo_args(run_dir, init, data):
         "grpo.max_new_tokens=40", "grpo.non_stop_penalty=-3.0", "grpo.mini_batches=2",
         "optim.lr=1e-2", "checkpoint.save_interval=3", "checkpoint.keep_last=2",
         "logging.progress_bar=false", "logging.report=false", "logging.peak_flops=1e11",
-        "logging.log_interval=1", "rollout.backend=vllm",
+        "logging.log_interval=1", "rollout.backend=vllm", "rollout.is_cap=2.0",
     ]  # fmt: skip
 
 
