@@ -40,14 +40,19 @@ IPC handles, no copy) or `"nccl"` for separate GPUs; the trainer builds a
 cache are dropped so the learner's step gets the memory. The next `update_weights` or
 generation wakes the weights, reloads them (after level 2 the engine otherwise computes with
 garbage: vllm-project/vllm#29341) and then the KV cache (TRL's order:
-`wake_up(tags=["weights"])`, load, `wake_up(tags=["kv_cache"])`). The CPU worker ignores
-sleep (vllm/v1/worker/cpu_worker.py), so there `sleep()` does nothing.
+`wake_up(tags=["weights"])`, load, `wake_up(tags=["kv_cache"])`). vLLM's CPU build refuses to
+start with `enable_sleep_mode` ("not supported"), so on a CPU leave `sleep_mode` off.
+
+**Work directories.** Weights written for the engine live in `/dev/shm/olmo2-vllm-*`, removed
+when the backend closes; each holds an `owner.pid`, and a new backend first removes the
+directories whose owner no longer runs (a run killed with SIGKILL never closes its backend).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -98,6 +103,44 @@ def _shm_dir() -> str | None:
     return "/dev/shm" if Path("/dev/shm").is_dir() else None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_workdirs(base: Path) -> list[Path]:
+    """Remove the `olmo2-vllm-*` directories under `base` whose `owner.pid` names a process
+    that no longer exists (left by a killed run); directories without one are left alone."""
+    removed = []
+    for d in base.glob("olmo2-vllm-*"):
+        try:
+            pid = int((d / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if not _alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    if removed:
+        log.info("removed %d work directories of killed runs under %s", len(removed), base)
+    return removed
+
+
+def new_workdir(base: str | None = None) -> Path:
+    """A fresh work directory (under /dev/shm where there is one), marked with this process's
+    pid, after sweeping those of killed runs."""
+    base = base or _shm_dir()
+    if base is not None:
+        sweep_workdirs(Path(base))
+    d = Path(tempfile.mkdtemp(prefix="olmo2-vllm-", dir=base))
+    (d / "owner.pid").write_text(str(os.getpid()))
+    return d
+
+
 def _write_weights(weights: Weights, out: Path, dtype: torch.dtype) -> None:
     tensors = {
         to_hf_key(k): v.detach().to("cpu", dtype).contiguous()
@@ -142,7 +185,7 @@ class VLLMBackend(Backend):
         self.sleep_mode, self._asleep, self._version = sleep_mode, False, 0
         self.last_sync_s: float | None = None
         """Seconds the last `update_weights` took (write + reload)."""
-        self._workdir = _workdir or Path(tempfile.mkdtemp(prefix="olmo2-vllm-", dir=_shm_dir()))
+        self._workdir = _workdir or new_workdir()
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._workdir, True)
         self._weights_dir: Path | None = None
         """The directory under `_workdir` the engine's weights were last loaded from."""
@@ -175,7 +218,7 @@ class VLLMBackend(Backend):
         """An engine on an in-memory model (a learner's policy): its checkpoint is written
         to shared memory first and removed when the backend closes."""
         dtype = getattr(torch, options.get("dtype", "float32"))
-        workdir = Path(tempfile.mkdtemp(prefix="olmo2-vllm-", dir=_shm_dir()))
+        workdir = new_workdir()
         try:
             ckpt = workdir / "v0"
             ckpt.mkdir()
