@@ -203,24 +203,55 @@ def trl(python: str, root: Path, init: Path, dpo: Path, grpo: Path, a) -> dict:
 # ---- reward model ---------------------------------------------------------------------------------
 
 
-def make_reward_checkpoint(root: Path, init: Path) -> Path:
-    """A seeded `Olmo2Reward` of `init`'s size, saved as an Olmo2ForSequenceClassification dir."""
+def make_reward_checkpoint(root: Path, init: Path, tokenizer: Tokenizer | None = None) -> Path:
+    """A seeded `Olmo2Reward` of `init`'s size, saved as an Olmo2ForSequenceClassification dir
+    (with `init`'s tokenizer, or `tokenizer`)."""
     from olmo2.model.hf import read_config
     from olmo2.model.reward import Olmo2Reward
 
     torch.manual_seed(0)
     rm = Olmo2Reward.build(read_config(init))
-    return save_pretrained(rm, root / "rm_init", tokenizer=Tokenizer.from_file(init))
+    tok = tokenizer or Tokenizer.from_file(init)
+    return save_pretrained(rm, root / "rm_init", tokenizer=tok)
 
 
-def rm_ids(root: Path, init: Path, pairs: Path) -> Path:
-    """The pairs as `olmo2 rm` tokenizes them, for the TRL side."""
+def hh_pairs(root: Path, vocab: int, n: int = 256) -> tuple[Path, Tokenizer] | None:
+    """Real preference pairs: the first `n` rows of the shared hh-rlhf harmless-base test split
+    (None without the shared data) and a byte-level BPE of the model's vocabulary trained on
+    them (so the tiny model can read them; the dolma2 tokenizer has 100k ids)."""
+    import gzip
+
+    from olmo2.utils import data_dir
+
+    d = data_dir(required=False)
+    src = d / "posttrain" / "hh_rlhf_harmless_base_test.jsonl.gz" if d else None
+    if src is None or not src.is_file():
+        return None
+    rows = [json.loads(x) for x in gzip.open(src, "rt")][:n]
+    tok = HFTok(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|pad|>", "<|user|>", "<|assistant|>", "<|system|>"]
+    tr = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials,
+                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator([r["chosen"] + r["rejected"] for r in rows], tr)
+    out = root / "hh.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out, Tokenizer(tok, "bench-hh")
+
+
+def rm_ids(root: Path, init: Path, pairs: Path, batch: int) -> Path:
+    """The pairs as `olmo2 rm` tokenizes them, in the order its sampler visits them (data.seed
+    0), for the TRL side, which reads them in order: step k of both sides trains on the same
+    pairs."""
+    from olmo2.post.common import EpochSampler
     from olmo2.post.data import RowErrors
     from olmo2.post.rm import RMDataSection, tokenize_rm_pairs
 
     ex = tokenize_rm_pairs(
         Tokenizer.from_file(init), RMDataSection(paths=[str(pairs)], seq_len=1024), RowErrors()
     )
+    ex = [ex[i] for i in EpochSampler(len(ex), batch, 0, what="pairs", rank=0, world=1).rows(0)]
     out = root / "rm_ids.jsonl"
     out.write_text(
         "".join(json.dumps({"chosen_ids": e.chosen_ids, "rejected_ids": e.rejected_ids}) + "\n"
@@ -229,14 +260,16 @@ def rm_ids(root: Path, init: Path, pairs: Path) -> Path:
     return out
 
 
-def rm_ours(root: Path, rm_init: Path, pairs: Path, a) -> list[float]:
+def rm_ours(root: Path, rm_init: Path, pairs: Path, a, shared: bool) -> list[float]:
+    run = root / f"rm-shared-{shared}"
     olmo2_main([
         "rm", "recipes/demo-rm.yaml", f"model.load_path={rm_init}", f"data.paths=[{pairs}]",
-        f"trainer.run_dir={root / 'rm'}", f"trainer.max_steps={a.steps}", "data.max_rows=null",
+        f"trainer.run_dir={run}", f"trainer.max_steps={a.steps}", "data.max_rows=null",
         "data.exclude_heldout=false", "data.seq_len=1024", f"data.global_batch_size={a.pairs}",
-        f"data.micro_batch_size={a.pairs}", *COMMON,
+        f"data.micro_batch_size={a.pairs}", f"rm.shared_prompt={str(shared).lower()}",
+        "data.seed=0", *COMMON,
     ])  # fmt: skip
-    return [x["step_time"] for x in metrics(root / "rm")[1:]]
+    return [x["step_time"] for x in metrics(run)[1:]]
 
 
 RM_TRL_SCRIPT = textwrap.dedent(
@@ -259,7 +292,9 @@ RM_TRL_SCRIPT = textwrap.dedent(
                        report_to=[], save_strategy="no", logging_steps=1, bf16=False,
                        gradient_checkpointing=False, max_length=None, learning_rate=1e-4)
     model = AutoModelForSequenceClassification.from_pretrained(init, dtype=torch.float32)
-    tr = RewardTrainer(model=model, args=cfg, train_dataset=ds,
+    class InOrder(RewardTrainer):  # the pairs in the order olmo2's sampler visits them
+        def _get_train_sampler(self, *a, **k): return torch.utils.data.SequentialSampler(self.train_dataset)
+    tr = InOrder(model=model, args=cfg, train_dataset=ds,
                        processing_class=AutoTokenizer.from_pretrained(init), callbacks=[cb])
     tr.train()
     print(json.dumps({"rm_step": cb.times[1:]}))
@@ -286,30 +321,47 @@ def rm_trl(python: str, root: Path, rm_init: Path, ids: Path, a) -> list[float]:
 
 
 def rm_bench(root: Path, init: Path, pairs: Path, a, trl_python: str | None) -> None:
-    """olmo2 rm vs TRL RewardTrainer step time, interleaved repeats; prints best/median."""
-    rm_init = make_reward_checkpoint(root, init)
-    ids = rm_ids(root, init, pairs)
-    times: dict[str, list[float]] = {"olmo2": [], "trl": []}
+    """olmo2 rm (the default: a pair per row, its prompt once; and `rm.shared_prompt=false`:
+    two rows per pair, as TRL batches) vs TRL RewardTrainer step time, interleaved repeats,
+    on the synthetic pairs and on real hh-rlhf pairs; prints best/median."""
+    sets = {"synthetic": (root / "rm-synthetic", pairs, None)}
+    if (hh := hh_pairs(root, read_vocab(init))) is not None:
+        sets["hh-rlhf"] = (root / "rm-hh", *hh)
+    for name, (d, data, tok) in sets.items():
+        d.mkdir()
+        rm_init = make_reward_checkpoint(d, init, tok)
+        rm_one(d, name, rm_init, data, rm_ids(d, rm_init, data, a.pairs), a, trl_python)
+
+
+def read_vocab(init: Path) -> int:
+    from olmo2.model.hf import read_config
+
+    return read_config(init).vocab_size
+
+
+def rm_one(root: Path, name: str, rm_init: Path, pairs: Path, ids: Path, a, trl_python) -> None:
+    times: dict[str, list[float]] = {"olmo2": [], "2-rows": [], "trl": []}
     for r in range(a.repeats):
         rr = root / f"rm{r}"
         rr.mkdir()
-        times["olmo2"] += rm_ours(rr, rm_init, pairs, a)
+        times["olmo2"] += rm_ours(rr, rm_init, pairs, a, shared=True)
+        times["2-rows"] += rm_ours(rr, rm_init, pairs, a, shared=False)
         if trl_python:
             times["trl"] += rm_trl(trl_python, rr, rm_init, ids, a)
-    res = {
-        k: {"best": min(v), "median": statistics.median(v), "n": len(v)}
-        for k, v in times.items()
-        if v
-    }
-    print(f"RM step, {a.pairs} pairs (one forward of {2 * a.pairs} rows): best/median s")
+    res = {k: {"best": min(v), "median": statistics.median(v), "n": len(v)}
+           for k, v in times.items() if v}  # fmt: skip
+    print(f"RM step, {name} data, {a.pairs} pairs per step: best/median s")
     for k, v in res.items():
         print(f"{k:6} {v['best']:6.4f}/{v['median']:.4f}  ({v['n']} steps)")
-    if "trl" in res:
-        o, t = res["olmo2"], res["trl"]
-        print(
-            f"speed-up RM step: best {t['best'] / o['best']:.2f}x, median {t['median'] / o['median']:.2f}x"
-        )
-    print(json.dumps({"rm_step": res}))
+    for k in ("olmo2", "2-rows") if "trl" in res else ():
+        t, o = res["trl"], res[k]
+        # step i of every run trains on the same pairs on both sides: paired ratios and totals
+        paired = statistics.median(x / y for x, y in zip(times["trl"], times[k], strict=True))
+        total = sum(times["trl"]) / sum(times[k])
+        print(f"speed-up RM step ({k} vs TRL): best {t['best'] / o['best']:.2f}x, "
+              f"median {t['median'] / o['median']:.2f}x, paired median {paired:.2f}x, "
+              f"total time {total:.2f}x")  # fmt: skip
+    print(json.dumps({f"rm_step_{name}": res}))
 
 
 def summarise(runs: list[dict]) -> dict:
