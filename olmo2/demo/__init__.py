@@ -2,6 +2,7 @@
 
     raw text ─► BPE tokenizer ─► prepare (filters, dedup, decontamination, tokens)
       ─► stage 1 ─► stage 2 anneal × 2 seeds ─► merge ─► SFT ─► DPO ─► GRPO
+                                                     (--rl ppo: ─► RM ─► PPO instead)
       every model evaluated: held-out bits/byte, OLMES tasks, addition pass rate, samples
       ─► DIR/report.md + DIR/report.html
 
@@ -44,6 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--minutes", type=float, default=None, help="scale stage 1 to this budget")
     p.add_argument(
+        "--rl",
+        choices=["grpo", "ppo"],
+        default=None,
+        help="the RL stage: grpo (default), or ppo (a reward model, then PPO with its value "
+        "model from it, as OLMo 2 7B/13B)",
+    )
+    p.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a DemoConfig field"
     )
 
@@ -56,11 +64,15 @@ def resolve_config(args) -> DemoConfig:
     if args.device:
         cfg.device = args.device
     cfg.hub = args.hub
+    if args.rl:
+        cfg.rl = args.rl
     if args.minutes:
         scale = args.minutes / NOMINAL_MINUTES[name]
         cfg.stage1_steps = max(10, round(cfg.stage1_steps * scale))
         cfg.stage1_warmup = max(1, round(cfg.stage1_warmup * scale))
     cfg = apply_overrides(cfg, args.set)
+    if cfg.rl not in ("grpo", "ppo"):
+        raise ValueError(f"rl={cfg.rl!r}: expected grpo or ppo")
     if cfg.device == "cuda":
         import torch
 
@@ -114,13 +126,17 @@ def run(args) -> int:
     evaluate("sft", sft["checkpoint"], chat=True)
     dpo = p.stage("dpo", lambda: p.dpo(sft["checkpoint"]))
     evaluate("dpo", dpo["checkpoint"], chat=True)
-    grpo = p.stage("grpo", lambda: p.grpo(dpo["checkpoint"]))
-    evaluate("grpo", grpo["checkpoint"], chat=True)
+    if cfg.rl == "ppo":
+        rm = p.stage("rm", lambda: p.rm(sft["checkpoint"]))
+        rl = p.stage("ppo", lambda: p.ppo(dpo["checkpoint"], rm["checkpoint"]))
+    else:
+        rl = p.stage("grpo", lambda: p.grpo(dpo["checkpoint"]))
+    evaluate(cfg.rl, rl["checkpoint"], chat=True)
     ckpts = {k: e["checkpoint"] for k, e in evals.items()}
     hf = p.stage("transformers check", lambda: transformers_check(ckpts))
     report = write_report(out, cfg, p.state, evals, hf.get("checks"))
     print(f"\n[demo] report: {report} (and report.html); wall time {time.perf_counter() - t0:.0f}s")
-    print(f"[demo] chat with the final model: olmo2 chat --model {grpo['checkpoint']}")
+    print(f"[demo] chat with the final model: olmo2 chat --model {rl['checkpoint']}")
     return 0
 
 

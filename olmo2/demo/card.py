@@ -17,6 +17,7 @@ EVAL_ORDER = [
     ("sft", "SFT"),
     ("dpo", "DPO"),
     ("grpo", "GRPO (RLVR)"),
+    ("ppo", "PPO (RLVR)"),
 ]
 
 
@@ -52,6 +53,11 @@ def eval_table(evals: dict[str, dict]) -> tuple[list[str], list[list]]:
     return headers, rows
 
 
+def _rl(stages: dict) -> str:
+    """The run's RL stage: ppo (`olmo2 demo --rl ppo`) or grpo."""
+    return "ppo" if "ppo" in stages else "grpo"
+
+
 def claims(state: dict, evals: dict[str, dict], hf_check: dict | None) -> list[list[str]]:
     """The recipe's stage-to-stage claims, each checked on this run's numbers."""
     out = []
@@ -75,8 +81,10 @@ def claims(state: dict, evals: dict[str, dict], hf_check: dict | None) -> list[l
         merged <= sum(ingr) / 2 + 1e-9,
         f"{merged:.4f} vs {sum(ingr) / 2:.4f}",
     )
-    sft, grpo = evals["sft"]["add_pass_rate"], evals["grpo"]["add_pass_rate"]
-    claim("GRPO raises the addition pass rate over SFT", grpo > sft, f"{sft:.2f} → {grpo:.2f}")
+    rl = _rl(evals)
+    sft, after = evals["sft"]["add_pass_rate"], evals[rl]["add_pass_rate"]
+    claim(f"{rl.upper()} raises the addition pass rate over SFT", after > sft,
+          f"{sft:.2f} → {after:.2f}")  # fmt: skip
     if hf_check is not None:
         ok = all(v["ok"] for v in hf_check.values())
         worst = max((v.get("max_abs_diff", 0.0) for v in hf_check.values()), default=0.0)
@@ -91,7 +99,10 @@ def claims(state: dict, evals: dict[str, dict], hf_check: dict | None) -> list[l
 def training_table(state: dict) -> list[list]:
     """Per training stage: steps, tokens, first/last loss and the objective's own signal."""
     rows = []
-    for key in ("stage1", "stage2-ingredient1", "stage2-ingredient2", "sft", "dpo", "grpo"):
+    for key in ("stage1", "stage2-ingredient1", "stage2-ingredient2", "sft", "dpo", "rm", "grpo",
+                "ppo"):  # fmt: skip
+        if key not in state["stages"]:
+            continue
         m = read_jsonl(Path(state["stages"][key]["run_dir"]) / "metrics.jsonl")
         if not m:
             continue
@@ -118,6 +129,7 @@ def _plots(out: Path, state: dict, n1: int) -> list[tuple[Path, str]]:
         pts = [(r["step"] + offset, r[key]) for r in m if key in r]
         return [p[0] for p in pts], [p[1] for p in pts]
 
+    rl = _rl(s)
     pre = {"stage 1": series("stage1", "loss")}
     for i in (1, 2):
         pre[f"anneal {i}"] = series(f"stage2-ingredient{i}", "loss", n1)
@@ -129,7 +141,7 @@ def _plots(out: Path, state: dict, n1: int) -> list[tuple[Path, str]]:
         (plot_series(plots_dir / "pretrain_lr.png", lr, "learning rate"), "learning rate: warmup + cosine, then linear to 0"),
         (plot_series(plots_dir / "sft_loss.png", {"SFT": series("sft", "loss")}, "loss"), "SFT loss (assistant tokens)"),
         (plot_series(plots_dir / "dpo.png", {"margin": series("dpo", "rewards/margin"), "accuracy": series("dpo", "rewards/accuracy")}, "reward"), "DPO reward margin and accuracy"),
-        (plot_series(plots_dir / "grpo.png", {"reward": series("grpo", "reward")}, "mean reward (10 × pass)"), "GRPO mean reward per rollout"),
+        (plot_series(plots_dir / f"{rl}.png", {"reward": series(rl, "reward")}, "mean reward (10 × pass)"), f"{rl.upper()} mean reward per rollout"),
     ]  # fmt: skip
     return plots
 
@@ -139,7 +151,9 @@ def write_report(out: Path, cfg, state: dict, evals: dict, hf_check: dict | None
     total = sum(v["seconds"] for v in state["stages"].values())
     r.add_text(
         "Raw text → tokenizer → filtered, deduplicated, decontaminated tokens → stage-1 "
-        "pretraining → two stage-2 anneals → merged soup → SFT → DPO → GRPO with a verifier. "
+        "pretraining → two stage-2 anneals → merged soup → SFT → DPO → "
+        + ("a reward model → PPO (value model from it)" if _rl(evals) == "ppo" else "GRPO")
+        + " with a verifier. "
         f"Stage time in total: {total / 60:.1f} min."
     )
     headers, rows = eval_table(evals)

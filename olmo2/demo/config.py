@@ -63,6 +63,16 @@ class DemoConfig:
     grpo_prompts: int = 25
     grpo_samples: int = 8
     grpo_lr: float = 5e-4
+    rl: str = "grpo"
+    """The RL stage (`olmo2 demo --rl`): grpo, or ppo (OLMo 2 7B/13B: a reward model trained
+    on the DPO preference rows from the SFT model, then PPO from the DPO model with its value
+    model initialised from that reward model)."""
+    rm_lr: float = 1e-4
+    ppo_steps: int = 48
+    ppo_rollout: int = 100
+    """Completions per PPO rollout (one per prompt row: the addition prompts repeated)."""
+    ppo_epochs: int = 4
+    ppo_lr: float = 5e-4
     # ---- evaluation
     olmes_tasks: list[str] = field(
         default_factory=lambda: ["arc_easy:rc::olmes", "hellaswag:rc::olmes", "piqa:rc::olmes"]

@@ -264,6 +264,39 @@ class Pipeline:
         self.olmo2("grpo", self.recipe("grpo", body))
         return {"run_dir": str(run_dir), "checkpoint": str(_latest(run_dir))}
 
+    def rm(self, sft_ckpt: str) -> dict:
+        """`olmo2 rm` on the DPO preference rows from the SFT model (the OLMo 2 RM's init)."""
+        c = self.cfg
+        run_dir = self.out / "rm"
+        body = {
+            "model": {"load_path": sft_ckpt},
+            **self._post_common(run_dir, "dpo.jsonl", c.dpo_batch, c.seq_len),
+        }
+        body["data"]["epochs"] = 1.0
+        body["optim"] = {"lr": c.rm_lr}
+        self.olmo2("rm", self.recipe("rm", body))
+        return {"run_dir": str(run_dir), "checkpoint": str(_latest(run_dir))}
+
+    def ppo(self, dpo_ckpt: str, rm_ckpt: str) -> dict:
+        """`olmo2 ppo` from the DPO model, its value model from the reward model, on the
+        addition prompts repeated to one rollout's worth of rows."""
+        c = self.cfg
+        run_dir, rows = self.out / "ppo", self.out / "posttrain" / "ppo.jsonl"
+        prompts = (self.out / "posttrain" / "grpo.jsonl").read_text().splitlines(keepends=True)
+        n = -(-c.ppo_rollout // len(prompts))  # copies of the prompt set
+        write_text_atomic(rows, "".join(prompts * n))
+        body = {
+            "model": {"load_path": dpo_ckpt},
+            **self._post_common(run_dir, "ppo.jsonl", c.ppo_rollout, 64),
+        }
+        body["trainer"]["max_steps"] = c.ppo_steps
+        body["optim"] = {"lr": c.ppo_lr}
+        body["schedule"] = {"name": "constant"}
+        body["ppo"] = {"value_path": rm_ckpt, "max_new_tokens": 4, "ppo_epochs": c.ppo_epochs,
+                       "mini_batches": 1}  # fmt: skip
+        self.olmo2("ppo", self.recipe("ppo", body))
+        return {"run_dir": str(run_dir), "checkpoint": str(_latest(run_dir))}
+
 
 def _latest(run_dir: Path) -> Path:
     from olmo2.train.checkpoint import latest
