@@ -18,6 +18,15 @@ The RM step: one reward-model checkpoint (random head) loaded by both sides, the
 tokenized once by `olmo2 rm`'s reader and handed to TRL as `chosen_ids`/`rejected_ids`, one
 forward of chosen ‖ rejected per step, no gradient checkpointing; olmo2's step time includes
 collating the batch, TRL's (on_step_begin → on_step_end) does not.
+PPO: olmo2 ppo vs TRL's PPOTrainer (the same tokenized prompts, response length, batch, one
+seeded reward model as the RM reward and the value model's init, the bench checkpoint as
+policy and reference, the same mini-batch) and coefficients; the unit is a rollout plus its
+epochs of updates (olmo2: the sum of those steps' `step_time`; TRL: between consecutive
+`on_step_end`s). TRL 1.16 has no PPOTrainer, so `--trl-ppo-path DIR` puts an older TRL on the
+TRL side's PYTHONPATH.
+
+    pip install --no-deps --target /tmp/trl112 trl==1.12.0
+    .venv/bin/python bench/posttrain.py --only ppo --trl-ppo-path /tmp/trl112
 """
 
 from __future__ import annotations
@@ -364,6 +373,124 @@ def rm_one(root: Path, name: str, rm_init: Path, pairs: Path, ids: Path, a, trl_
     print(json.dumps({f"rm_step_{name}": res}))
 
 
+# ---- PPO ------------------------------------------------------------------------------------------
+
+
+def ppo_ours(root: Path, init: Path, rm_init: Path, prompts: Path, a) -> list[float]:
+    """Seconds per rollout of `olmo2 ppo` (generation + scoring + the no-grad forwards + its
+    `ppo_epochs` optimizer steps: the sum of their step times), the first rollout dropped."""
+    olmo2_main([
+        "ppo", "recipes/demo-ppo.yaml", f"model.load_path={init}", f"data.paths=[{prompts}]",
+        f"trainer.run_dir={root / 'ppo'}", f"trainer.max_steps={a.steps * a.ppo_epochs}",
+        f"ppo.value_path={rm_init}", f"ppo.reward_model_path={rm_init}", "ppo.reward_model_multiplier=1.0",
+        f"data.global_batch_size={a.prompts * a.group}", f"data.micro_batch_size={a.prompts * a.group}",
+        f"ppo.max_new_tokens={a.new_tokens}", f"ppo.ppo_epochs={a.ppo_epochs}", "ppo.mini_batches=1",
+        "ppo.non_stop_penalty=null", "ppo.beta=0.05", "optim.clip_grad_norm=null", "data.seq_len=64", *COMMON,
+    ])  # fmt: skip
+    steps = [x["step_time"] for x in metrics(root / "ppo")]
+    per_rollout = [sum(steps[i : i + a.ppo_epochs]) for i in range(0, len(steps), a.ppo_epochs)]
+    return per_rollout[1:]
+
+
+PPO_TRL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import torch
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
+    from datasets import Dataset
+    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,
+                              AutoTokenizer, TrainerCallback)
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+    init, rm, ids_path, rollouts, batch, new_tokens, epochs, out = sys.argv[1:]
+    rollouts, batch, new_tokens, epochs = int(rollouts), int(batch), int(new_tokens), int(epochs)
+    class T(TrainerCallback):  # PPOTrainer calls on_step_end once per rollout + its updates
+        def __init__(self): self.times, self.t = [], None
+        def on_train_begin(self, *a, **k): self.t = time.perf_counter()
+        def on_step_end(self, *a, **k):
+            now = time.perf_counter(); self.times.append(now - self.t); self.t = now
+    tok = AutoTokenizer.from_pretrained(init, padding_side="left")
+    ds = Dataset.from_list([json.loads(l) for l in open(ids_path)])
+    cfg = PPOConfig(output_dir=out, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
+                    num_mini_batches=1, num_ppo_epochs=epochs, local_rollout_forward_batch_size=batch,
+                    total_episodes=rollouts * batch, response_length=new_tokens, temperature=1.0,
+                    stop_token="eos", missing_eos_penalty=None, kl_coef=0.05, kl_estimator="k1",
+                    vf_coef=0.1, cliprange=0.2, cliprange_value=0.2, gamma=1.0, lam=0.95,
+                    whiten_rewards=False, num_sample_generations=0, learning_rate=1e-4,
+                    use_cpu=True, bf16=False, report_to=[], save_strategy="no", logging_steps=1,
+                    max_grad_norm=1e9, gradient_checkpointing=False)
+    f32 = dict(dtype=torch.float32)
+    cb = T()
+    tr = PPOTrainer(args=cfg, processing_class=tok,
+                    model=AutoModelForCausalLM.from_pretrained(init, **f32),
+                    ref_model=AutoModelForCausalLM.from_pretrained(init, **f32),
+                    reward_model=AutoModelForSequenceClassification.from_pretrained(rm, **f32),
+                    value_model=AutoModelForSequenceClassification.from_pretrained(rm, **f32),
+                    train_dataset=ds, callbacks=[cb])
+    tr.train()
+    print(json.dumps({"ppo_rollout": cb.times[1:]}))
+    """
+)
+
+
+def ppo_prompt_ids(root: Path, init: Path, prompts: Path) -> Path:
+    """The prompts as `olmo2 ppo` tokenizes them (chat template), for the TRL side."""
+    from olmo2.post.data import PostDataSection, RowErrors
+    from olmo2.post.grpo import tokenize_prompts
+
+    ps = tokenize_prompts(
+        Tokenizer.from_file(init), PostDataSection(paths=[str(prompts)], seq_len=64), RowErrors()
+    )
+    out = root / "ppo_ids.jsonl"
+    out.write_text("".join(json.dumps({"input_ids": p.ids}) + "\n" for p in ps))
+    return out
+
+
+def ppo_trl(python: str, pythonpath: str | None, root: Path, init: Path, rm_init: Path,
+            ids: Path, a) -> list[float]:  # fmt: skip
+    script = root / "trl_ppo_bench.py"
+    script.write_text(PPO_TRL_SCRIPT)
+    batch = a.prompts * a.group
+    args = [python, str(script), str(init), str(rm_init), str(ids), str(a.steps), str(batch),
+            str(a.new_tokens), str(a.ppo_epochs), str(root / "trl_ppo")]  # fmt: skip
+    env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
+    out = subprocess.run(args, capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"TRL PPOTrainer side failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["ppo_rollout"]
+
+
+def ppo_bench(root: Path, init: Path, a, trl_python: str | None) -> None:
+    """olmo2 ppo vs TRL's PPOTrainer (`trl.experimental.ppo`: in TRL 1.10 and 1.12, not 1.15+):
+    seconds per rollout batch (generation + scoring + policy/reference/value forwards + the
+    PPO epochs' updates), same checkpoint as policy/reference, one seeded reward model as RM
+    and value init, the same tokenized prompts, batch, response length, epochs and
+    coefficients; interleaved repeats; prints best/median and the ratio."""
+    rm_init = make_reward_checkpoint(root, init)
+    prompts = root / "ppo.jsonl"
+    rows = R.addition_rows(a.prompts * a.group * a.steps, seed=1)
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ids = ppo_prompt_ids(root, init, prompts)
+    times: dict[str, list[float]] = {"olmo2": [], "trl": []}
+    for r in range(a.repeats):
+        rr = root / f"ppo{r}"
+        rr.mkdir()
+        times["olmo2"] += ppo_ours(rr, init, rm_init, prompts, a)
+        if trl_python:
+            times["trl"] += ppo_trl(trl_python, a.trl_ppo_path, rr, init, rm_init, ids, a)
+    res = {k: {"best": min(v), "median": statistics.median(v), "n": len(v)}
+           for k, v in times.items() if v}  # fmt: skip
+    print(f"PPO rollout of {a.prompts * a.group} x {a.new_tokens} tokens + {a.ppo_epochs} "
+          "epochs of updates: best/median s")  # fmt: skip
+    for k, v in res.items():
+        print(f"{k:6} {v['best']:6.3f}/{v['median']:.3f}  ({v['n']} rollouts)")
+    if "trl" in res:
+        o, t = res["olmo2"], res["trl"]
+        print(f"speed-up PPO rollout+update: best {t['best'] / o['best']:.2f}x, "
+              f"median {t['median'] / o['median']:.2f}x")  # fmt: skip
+    print(json.dumps({"ppo_rollout": res}))
+
+
 def summarise(runs: list[dict]) -> dict:
     """Best (min step time, max tokens/s) and median over every measured step of every repeat."""
     out = {}
@@ -390,7 +517,17 @@ def main() -> None:
         help="python of a venv with trl installed (default: this one, when it has trl)",
     )
     p.add_argument("--no-trl", action="store_true", help="measure olmo2 only")
-    p.add_argument("--only", choices=["rm"], help="run one benchmark (rm: the reward-model step)")
+    p.add_argument(
+        "--only",
+        choices=["rm", "ppo"],
+        help="run one benchmark (rm: the reward-model step; ppo: a PPO rollout and its updates)",
+    )
+    p.add_argument("--ppo-epochs", type=int, default=4, help="PPO epochs per rollout")
+    p.add_argument(
+        "--trl-ppo-path",
+        help="PYTHONPATH for the TRL PPO side: TRL 1.16 has no PPOTrainer (removed in "
+        "huggingface/trl#7020); e.g. `pip install --no-deps --target DIR trl==1.12.0`",
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the TRL subprocess
@@ -404,8 +541,11 @@ def main() -> None:
         root = Path(d)
         init = make_checkpoint(root, a.size)
         dpo, grpo = write_data(root)
-        rm_bench(root, init, dpo, a, a.trl_python if use_trl else None)
-        if a.only == "rm":
+        if a.only in (None, "rm"):
+            rm_bench(root, init, dpo, a, a.trl_python if use_trl else None)
+        if a.only in (None, "ppo"):
+            ppo_bench(root, init, a, a.trl_python if use_trl else None)
+        if a.only is not None:
             return
         for r in range(a.repeats):
             rr = root / f"r{r}"
