@@ -18,10 +18,10 @@ The RM step: one reward-model checkpoint (random head) loaded by both sides, the
 tokenized once by `olmo2 rm`'s reader and handed to TRL as `chosen_ids`/`rejected_ids`, one
 forward of chosen ‖ rejected per step, no gradient checkpointing; olmo2's step time includes
 collating the batch, TRL's (on_step_begin → on_step_end) does not.
-PPO: olmo2 ppo vs TRL's PPOTrainer (the same tokenized prompts, response length, batch, one
-seeded reward model as the RM reward and the value model's init, the bench checkpoint as
-policy and reference, the same mini-batch) and coefficients; the unit is a rollout plus its
-epochs of updates (olmo2: the sum of those steps' `step_time`; TRL: between consecutive
+PPO: olmo2 ppo vs TRL's PPOTrainer with the same tokenized prompts, rollout batch, response
+length, PPO epochs, mini-batch and coefficients, the bench checkpoint as policy and
+reference, and one seeded reward model as both the RM whose score is the reward and the
+value model's init; the unit is a rollout plus its epochs of updates (olmo2: the sum of those steps' `step_time`; TRL: between consecutive
 `on_step_end`s). TRL 1.16 has no PPOTrainer, so `--trl-ppo-path DIR` puts an older TRL on the
 TRL side's PYTHONPATH.
 
