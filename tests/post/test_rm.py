@@ -273,6 +273,17 @@ def test_sigkill_resume_is_exact(tmp_path):
 # ---- bad input --------------------------------------------------------------------------------------
 
 
+def test_an_rm_checkpoint_starts_with_all_its_weights(tmp_path):
+    ckpt = train(tmp_path, longer_pairs(24))
+    run = tmp_path / "more"
+    assert olmo2_main(rm_args(run, ckpt, tmp_path / "pairs.jsonl", "optim.lr=0", steps=1)) == 0
+    before, after = (
+        load_file(ckpt / "model.safetensors"),
+        load_file(run / "rm-step1" / "model.safetensors"),
+    )
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_wrong_head_shape_is_refused_before_anything_is_written(tmp_path, capsys):
     ckpt = train(tmp_path, longer_pairs(24))
     sd = load_file(ckpt / "model.safetensors")
