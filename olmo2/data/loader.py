@@ -1,7 +1,7 @@
 """Fixed-length training instances from token files: shuffle, data-parallel split, resume.
 
-The rules (DESIGN §3, the OLMo convention) — `olmo2.train.data.TokenBatches` and
-`olmo2 data provenance` follow the same ones, so a batch can be traced back to documents:
+The rules (the OLMo convention; docs/architecture.md, "Token files") — `olmo2.train.data`
+and `olmo2 data provenance` follow the same ones, so a batch can be traced back to documents:
 
 - `paths` entries are token files, directories (their sorted `*.npy` files, label masks
   `*.mask.npy` excluded) or globs (sorted matches), expanded in the order given. A path may

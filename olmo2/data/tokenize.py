@@ -1,4 +1,4 @@
-"""Documents → token files (DESIGN §3, the OLMo/dolma convention).
+"""Documents → token files (the OLMo/dolma convention; docs/architecture.md, "Token files").
 
 Output directory layout::
 
