@@ -37,7 +37,9 @@ token), and of the rollout the step learns from: `reward` (the score), `pass_rat
 `explained_var` (1 − Var(R − V)/Var(R) of the rollout's values), `response_len`, `finished`,
 `rollout_time` (generation, scoring and the no-grad policy/reference/value forwards; on the
 first step of each rollout, 0 on the others, as the trainer's `data_time`); the learner time
-is `step_time − data_time`.
+is `step_time − data_time`. With `rollout.backend=vllm` the policy-gradient term is weighted
+per token by GRPO's truncated IS weight (`olmo2.post.rollout`), logged as `is_weight`,
+`is_capped` and `rollout_logp_diff`.
 """
 
 from __future__ import annotations
@@ -416,16 +418,24 @@ class PPOObjective(Objective):
         v = F.pad(values.float(), (s, 0))
         mask = labels != IGNORE
         pg = ppo_policy_loss(lp, mb["old_logp"], mb["advantages"], mask, self.cliprange)
-        pg_loss = pg.loss
-        if "rollout_logp" in mb:  # truncated IS weight of another engine's samples
-            pg_loss = pg_loss * tis_weights(mb["old_logp"], mb["rollout_logp"], self.is_cap)[0]
         vf = ppo_value_loss(v, mb["old_values"], mb["returns"], mask, self.cliprange_value)
         w = mb["weight"]
 
         def token_mean(x):  # Σ_i w_i·Σ_t x_it; / units (rows) = the token mean
             return (x.sum(-1) * w).sum()
 
+        pg_loss, extra = pg.loss, {}
+        if "rollout_logp" in mb:  # truncated IS weight of another engine's samples (GRPO's)
+            is_w, capped = tis_weights(mb["old_logp"], mb["rollout_logp"], self.is_cap)
+            pg_loss = pg_loss * is_w
+            m = mask.float()
+            extra = {
+                "is_weight": token_mean(is_w * m),
+                "is_capped": token_mean(capped.float() * m),
+                "rollout_logp_diff": token_mean((mb["old_logp"] - mb["rollout_logp"]).abs() * m),
+            }
         metrics = {
+            **extra,
             "pg_loss": token_mean(pg_loss).detach(),
             "vf_loss": token_mean(vf.loss).detach(),
             "pg_clip_frac": token_mean(pg.clipped),
