@@ -300,14 +300,9 @@ class PPORollouts:
 
     def __init__(self, prompts: list[Prompt], tok: Tokenizer, model, reference, scorer,
                  engine: RolloutEngine, cfg: PPOConfig, device):  # fmt: skip
-        self.prompts, self.tok, self.model, self.ref, self.scorer = (
-            prompts,
-            tok,
-            model,
-            reference,
-            scorer,
-        )
-        self.engine, self.cfg, self.device, self.rank = engine, cfg, device, distributed.rank()
+        self.prompts, self.tok, self.model = prompts, tok, model
+        self.ref, self.scorer, self.engine = reference, scorer, engine
+        self.cfg, self.device, self.rank = cfg, device, distributed.rank()
         p = cfg.ppo  # GRPO's sampling and scoring path, one completion per prompt
         self.gen = GRPOSection(num_samples=1, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
                                reward_scale=p.reward_scale, non_stop_penalty=p.non_stop_penalty)  # fmt: skip
@@ -318,12 +313,8 @@ class PPORollouts:
         self.pending: list[dict] = []
 
     def rollout(self) -> list[dict]:
-        t0, p, mb, dev = (
-            time.perf_counter(),
-            self.cfg.ppo,
-            self.cfg.data.micro_batch_size,
-            self.device,
-        )
+        t0, p = time.perf_counter(), self.cfg.ppo
+        mb, dev = self.cfg.data.micro_batch_size, self.device
         model = distributed.unwrap(self.model)
         seed = (self.cfg.data.seed * 1_000_003 + self.rollouts * 7919 + self.rank) % 2**62
         prompts = [self.prompts[i] for i in self.sampler.next_rows()]
@@ -335,13 +326,7 @@ class PPORollouts:
         logp = batched_logps(model.policy, ids, labels, mb, dev)
         ref_logp = batched_logps(self.ref, ids, labels, mb, dev)
         values = batched_values(model.value, ids, labels, mb, dev) * mask
-        score = ro.rewards.clone()
-        if self.scorer is not None:  # the non-stop penalty replaces the whole score
-            rm = p.reward_model_multiplier * batched_scores(
-                self.scorer, ids, self.tok.pad_token_id, mb, dev
-            )
-            keep = torch.tensor(ro.finished) | (p.non_stop_penalty is None)
-            score = torch.where(keep, score + rm, score)
+        score = self.score(ro, ids)
         r, kl1 = token_rewards(score, logp, ref_logp, mask, p.beta)
         adv, ret = gae(r, values, mask, p.gamma, p.lam)
         if p.whiten_advantages and int(mask.sum()) > 1:
@@ -361,6 +346,17 @@ class PPORollouts:
             k = len(part["input_ids"])
             part["rollout_time"] = torch.full((k,), time.perf_counter() - t0 if i == 0 else 0.0)
         return parts
+
+    def score(self, ro, ids: torch.Tensor) -> torch.Tensor:
+        """[B] verifier reward (or the non-stop penalty) + multiplier × the RM's score; the
+        penalty replaces the whole score (open-instruct)."""
+        p = self.cfg.ppo
+        if self.scorer is None:
+            return ro.rewards.clone()
+        mb, pad = self.cfg.data.micro_batch_size, self.tok.pad_token_id
+        rm = p.reward_model_multiplier * batched_scores(self.scorer, ids, pad, mb, self.device)
+        keep = torch.tensor(ro.finished) | (p.non_stop_penalty is None)
+        return torch.where(keep, ro.rewards + rm, ro.rewards)
 
     def mini_batches(self, batch: dict, seed: int) -> list[dict]:
         """ppo_epochs passes over the rollout, each a fresh seeded shuffle cut in mini_batches."""
