@@ -1,6 +1,7 @@
 """`olmo2 rm`: the saved checkpoint is transformers' `Olmo2ForSequenceClassification` with
 equal scores, the objective equals a hand computation, tiny RMs learn learnable preference
-rules (measured on held-out pairs), SIGKILL resume is exact, bad input is refused."""
+rules (measured on held-out pairs), SIGKILL resume is exact, 2-process DDP/FSDP runs equal
+one process, bad input is refused."""
 
 from __future__ import annotations
 
@@ -268,6 +269,26 @@ def test_sigkill_resume_is_exact(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "resumed from rm-step" in out.stdout
     assert _metrics(run) == _metrics(ref)
+
+
+@pytest.mark.slow  # two torchrun starts: ~25 s
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_equal_one(tmp_path, strategy):
+    from tests.train.test_distributed import _free_port
+
+    init = tiny_checkpoint(tmp_path)
+    data = write_jsonl(tmp_path / "pairs.jsonl", longer_pairs(40))
+    cpu = ["trainer.device=cpu", "distributed.param_dtype=fp32"]
+    assert olmo2_main(rm_args(tmp_path / "one", init, data, *cpu, steps=4)) == 0
+    two = rm_args(tmp_path / "two", init, data, *cpu, f"distributed.strategy={strategy}", steps=4)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "olmo2", *two]  # fmt: skip
+    out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    for key in ("loss", "accuracy", "margin"):
+        assert [m[key] for m in two] == pytest.approx([m[key] for m in one], abs=1e-5)
 
 
 # ---- bad input --------------------------------------------------------------------------------------
