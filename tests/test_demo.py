@@ -28,7 +28,7 @@ SECTIONS = [
     "Samples (greedy)",
 ]
 STAGES = [
-    "corpus", "tokenizer", "prepare", "stage1", "stage2-ingredient1", "stage2-ingredient2",
+    "corpus", "tokenizer", "prepare", "stage1", "explorer", "stage2-ingredient1", "stage2-ingredient2",
     "merge", "posttrain-data", "sft", "dpo", "grpo", "transformers check",
 ]  # fmt: skip
 
@@ -53,6 +53,13 @@ def check_run(out: Path) -> dict:
         m = _metrics(s[f"stage2-ingredient{i}"]["run_dir"])
         assert m[-1]["lr"] == 0.0
         assert m[0]["lr"] == pytest.approx(m1[-1]["lr"] * (1 - 1 / len(m)), rel=1e-6)
+    # the explorer walked every stage-1 checkpoint; its held-out bpb falls with tokens seen
+    ex = s["explorer"]
+    assert ex["checkpoints"] >= 3 and all(Path(p).is_file() for p in ex["plots"].values())
+    sweep = json.loads((out / "explorer" / "explorer.json").read_text())["checkpoints"]
+    bpb = [r["scores"]["heldout_bpb"] for r in sweep]
+    assert [r["tokens"] for r in sweep] == sorted(r["tokens"] for r in sweep)
+    assert bpb[-1] < bpb[0]
     # the soup is no worse than the mean of its ingredients on held-out text
     ev = {k[5:]: v for k, v in s.items() if k.startswith("eval ")}
     ingr = [ev[f"stage2-ingredient{i}"]["heldout_bpb"] for i in (1, 2)]
@@ -66,7 +73,8 @@ def check_run(out: Path) -> dict:
     md = (out / "report.md").read_text()
     for title in SECTIONS:
         assert title in md, title
-    assert (out / "report.html").read_text().count("<img") >= 5
+    assert (out / "report.html").read_text().count("<img") >= 6
+    assert "checkpoint explorer: heldout_bpb" in md
     for png in re.findall(r"\]\(([^)]+\.png)\)", md):
         assert (out / png).is_file(), png
     claims = re.findall(r"^\| (.+?) \| (yes|NO) \|", md, flags=re.M)

@@ -84,7 +84,7 @@ def resolve_config(args) -> DemoConfig:
 def run(args) -> int:
     from olmo2.demo.card import write_report
     from olmo2.demo.pipeline import Pipeline
-    from olmo2.demo.scorecard import evaluate_checkpoint
+    from olmo2.demo.scorecard import evaluate_checkpoint, explore_run
     from olmo2.utils import data_dir
 
     t0 = time.perf_counter()
@@ -114,6 +114,9 @@ def run(args) -> int:
 
     s1 = p.stage("stage1", p.stage1)
     evaluate("stage1", s1["checkpoint"], chat=False)
+    p.stage(
+        "explorer", lambda: explore_run(Path(s1["run_dir"]), out / "explorer", cfg, heldout, ddir)
+    )
     ingredients = []
     for i, seed in enumerate(cfg.anneal_seeds, start=1):
         a = p.stage(f"stage2-ingredient{i}", lambda i=i, s=seed: p.anneal(i, s, s1["checkpoint"]))

@@ -143,6 +143,10 @@ def _plots(out: Path, state: dict, n1: int) -> list[tuple[Path, str]]:
         (plot_series(plots_dir / "dpo.png", {"margin": series("dpo", "rewards/margin"), "accuracy": series("dpo", "rewards/accuracy")}, "reward"), "DPO reward margin and accuracy"),
         (plot_series(plots_dir / f"{rl}.png", {"reward": series(rl, "reward")}, "mean reward (10 × pass)"), f"{rl.upper()} mean reward per rollout"),
     ]  # fmt: skip
+    if "explorer" in s:  # every stage-1 checkpoint, through olmo2's checkpoint explorer
+        n = s["explorer"]["checkpoints"]
+        for metric, png in s["explorer"]["plots"].items():
+            plots.insert(2, (Path(png), f"checkpoint explorer: {metric} of the {n} stage-1 checkpoints against tokens seen"))  # fmt: skip
     return plots
 
 

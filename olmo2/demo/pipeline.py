@@ -181,6 +181,7 @@ class Pipeline:
             },
             **self._pretrain_common(run_dir, c.stage1_steps, seed=0),
         }
+        body["checkpoint"]["keep_last"] = None  # every checkpoint, for the explorer plot
         self.olmo2("train", self.recipe("stage1", body))
         return {"run_dir": str(run_dir), "checkpoint": str(_latest(run_dir))}
 

@@ -1,6 +1,8 @@
 """Evaluate one checkpoint for the demo's report: held-out bits-per-byte, a few OLMES tasks,
-the verifiable task's pass rate, and sample generations. The demo records each result in its
-state file, so a resumed demo does not evaluate a stage twice."""
+the verifiable task's pass rate, and sample generations; and every stage-1 checkpoint through
+the checkpoint explorer (`olmo2.eval.explorer`: bits per byte and the OLMES tasks against
+tokens seen). The demo records each result in its state file, so a resumed demo does not
+evaluate a stage twice."""
 
 from __future__ import annotations
 
@@ -35,6 +37,33 @@ def samples(model, tok, chat: bool, max_new_tokens: int) -> list[tuple[str, str]
         rendered = [tok.apply_chat_template(m, add_generation_prompt=True) for m in msgs]
         return list(zip(CHAT_PROMPTS, generate_text(model, tok, rendered, cfg)))
     return list(zip(BASE_PROMPTS, generate_text(model, tok, BASE_PROMPTS, cfg)))
+
+
+def explore_run(run_dir: Path, out_dir: Path, cfg, heldout: list[str], data_dir) -> dict:
+    """The explorer over `run_dir`'s checkpoints: held-out bits per byte (`heldout_bpb`) and,
+    with a data directory, the demo's OLMES tasks; its outputs go to `out_dir`."""
+    from olmo2.eval import explorer
+    from olmo2.eval.harness import Harness, evaluate
+    from olmo2.eval.perplexity import documents_bpb
+
+    tasks = list(cfg.olmes_tasks) if data_dir is not None else []
+
+    def evaluate_one(ckpt) -> dict:
+        model, tok = load(Path(ckpt.source), device=cfg.device)
+        model.eval()
+        bpb = documents_bpb(model, tok, heldout, max_length=cfg.seq_len, progress=False)
+        results = {"tasks": {}}
+        if tasks:
+            harness = Harness(model, tok, progress=False, truncate=True)
+            results = evaluate(harness, tasks, data_dir, cfg.olmes_limit)
+        results["tasks"]["heldout_bpb"] = {"primary_score": bpb.bits_per_byte}
+        return results
+
+    spec = {"tasks": ["heldout_bpb", *tasks], "limit": cfg.olmes_limit, "chat": False}
+    sweep = explorer.explore(explorer.find_checkpoints(run_dir), evaluate_one, out_dir, spec)
+    paths = explorer.write_outputs(sweep, out_dir, f"Checkpoints of {run_dir.name}")
+    plots = {k.removeprefix("png:"): str(v) for k, v in paths.items() if k.startswith("png:")}
+    return {"checkpoints": len(sweep["checkpoints"]), "html": str(paths["html"]), "plots": plots}
 
 
 def evaluate_checkpoint(
