@@ -21,8 +21,9 @@ olmo2_1124.sh with `ppo_vllm_thread_ray_gtrl_olmo.py` at b452f9226 and the legac
    (`olmo2.post.losses`).
 
 Policy and value model are one module (`PolicyAndValue`) for the trainer: one AdamW over both
-at one LR (open-instruct gives both models `learning_rate`), one gradient clip over both
-(a departure: open-instruct's DeepSpeed clips each model's own norm), one exact-resume
+at one LR (open-instruct gives both models `learning_rate`; AdamW is per-parameter, so this
+equals two optimizers), each model's gradient clipped by its own norm (open-instruct's two
+DeepSpeed engines; the logged `grad_norm` is that of both together), one exact-resume
 checkpoint. A checkpoint `ppo-step{N}/` is a plain HF `Olmo2ForCausalLM` directory (the
 policy: what `olmo2 eval|export|generate` load) with the value model beside it in `value/`,
 an HF `Olmo2ForSequenceClassification` directory; `train_state/` holds both.
@@ -188,6 +189,11 @@ class PolicyAndValue(nn.Module):
     @activation_checkpointing.setter
     def activation_checkpointing(self, on: bool) -> None:
         self.policy.activation_checkpointing = self.value.activation_checkpointing = on
+
+    def clip_groups(self) -> list:
+        """Policy and value gradients are clipped apart (the trainer's `_clip`), each at
+        `optim.clip_grad_norm`, as open-instruct's two DeepSpeed engines do."""
+        return [self.policy.parameters(), self.value.parameters()]
 
     def forward(self, input_ids: torch.Tensor, logits_to_keep: int = 0):
         return (

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -289,12 +290,21 @@ class Trainer:
         )
 
     def _clip(self) -> float:
+        """Clip to `optim.clip_grad_norm`; return the gradient norm before clipping. A model
+        of several networks that names its `clip_groups()` (`olmo2 ppo`: policy and value)
+        has each group clipped by its own norm, as separate optimizers would be
+        (open-instruct's PPO), and the norm returned is that of all groups together."""
         max_norm = self.cfg.optim.clip_grad_norm or float("inf")
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-        if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor
-            norm = norm.full_tensor()
-        return float(norm)
+        inner = distributed.unwrap(self.model)
+        groups = inner.clip_groups() if hasattr(inner, "clip_groups") else [self.model.parameters()]
+        norms = []
+        for group in groups:
+            params = [p for p in group if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+            if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor
+                norm = norm.full_tensor()
+            norms.append(float(norm))
+        return norms[0] if len(norms) == 1 else math.sqrt(sum(n * n for n in norms))
 
     # ---- evaluation -----------------------------------------------------------------------
     def evaluate(self) -> dict:
