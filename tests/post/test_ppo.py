@@ -301,3 +301,17 @@ def test_sft_then_ppo_raises_reward_on_addition(tmp_path):
     assert max(x["kl"] for x in m) < 1.0
     assert vf == sorted(vf, reverse=True) and vf[-1] < vf[0]  # the value model fits its returns
     assert sum(ev[-3:]) > sum(ev[:3])  # and predicts the next rollouts' returns better
+
+
+@pytest.mark.slow  # 160 steps: ~1-4 min on 2 cores
+@pytest.mark.timeout(900)
+def test_longer_ppo_learns_the_task_and_the_value(tmp_path):
+    """160 steps = 40 rollouts, data seed 0. Measured: mean reward 2.13 → 6.98 (first → last
+    quarter), value loss 14.6 → 4.7 (first → last 8 steps), explained variance −0.02 → 0.58
+    (first → last rollout), max KL 0.61."""
+    m = _ppo_on_addition(tmp_path, _sft_on_addition(tmp_path), 160)
+    first, last, _, ev = _summary(m)
+    assert last > first + 3.0, (first, last)
+    vf0, vf1 = (sum(x["vf_loss"] for x in part) / 20 for part in (m[:20], m[-20:]))
+    assert vf1 < 0.6 * vf0, (vf0, vf1)
+    assert sum(ev[-4:]) / 4 > 0.3 and max(x["kl"] for x in m) < 2.0
