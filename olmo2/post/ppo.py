@@ -2,8 +2,7 @@
 
 The OLMo 2 7B/13B Instruct RLVR recipe (allenai/open-instruct docs/archived_dev_scripts/
 olmo2_1124.sh with `ppo_vllm_thread_ray_gtrl_olmo.py` at b452f9226 and the legacy
-`ppo_vllm_thread_ray_gtrl.py` at bac939310^; ../shared/reference/posttrain-eval-anchors.md
-§1.5). Per rollout:
+`ppo_vllm_thread_ray_gtrl.py` at bac939310^). Per rollout:
 
 1. take `data.global_batch_size` prompts and sample one completion each through the rollout
    engine GRPO uses (`olmo2.post.grpo.sample_group` over `olmo2.post.rollout`:
