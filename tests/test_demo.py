@@ -82,7 +82,9 @@ def check_run(out: Path) -> dict:
     return state
 
 
-@pytest.mark.timeout(400)
+# Timeouts only catch a hung demo: the tiny demo takes ~2 min on a quiet 2-core machine and
+# 5-7 min when other jobs load it to 5 (measured 2026-12-02), so they leave room for that.
+@pytest.mark.timeout(900)
 def test_tiny_demo_resumes_after_sigkill_and_shows_the_recipe(tmp_path, data_dir):
     out = tmp_path / "demo"
     env = {**os.environ, "OLMO2_DATA_DIR": str(data_dir)}
@@ -98,7 +100,7 @@ def test_tiny_demo_resumes_after_sigkill_and_shows_the_recipe(tmp_path, data_dir
     proc.wait()
     assert "stage1" not in json.loads((out / "demo-state.json").read_text())["stages"]
 
-    rerun = subprocess.run(_demo(out), env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(_demo(out), env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     for stage in ("corpus", "tokenizer", "prepare"):
         assert f"[demo] {stage}: done earlier" in rerun.stdout
@@ -108,7 +110,7 @@ def test_tiny_demo_resumes_after_sigkill_and_shows_the_recipe(tmp_path, data_dir
     assert "arc_easy:rc::olmes" in state["stages"]["eval merged"]["olmes"]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_tiny_demo_runs_offline_on_the_packaged_corpus(tmp_path):
     out = tmp_path / "demo"
     assert olmo2_main(["demo", "--tiny", "--no-data-dir", "--out", str(out)]) == 0
