@@ -82,8 +82,8 @@ def check_run(out: Path) -> dict:
     return state
 
 
-# Timeouts only catch a hung demo: the tiny demo takes ~2 min on a quiet 2-core machine and
-# 5-7 min when other jobs load it to 5 (measured 2026-12-02), so they leave room for that.
+# Timeouts only catch a hung demo: on 2 cores loaded to 5 by other jobs the tiny demo took
+# 414 s (2026-12-02), so they leave room for a machine that busy.
 @pytest.mark.timeout(900)
 def test_tiny_demo_resumes_after_sigkill_and_shows_the_recipe(tmp_path, data_dir):
     out = tmp_path / "demo"
