@@ -58,8 +58,11 @@ class ModelSection:
     `rope_theta`: ABF)."""
     rope_theta: float | None = None
     """A new RoPE base (ABF) for the extended model; None keeps the checkpoint's."""
+    rope_beta_fast: float | None = None
+    """yarn: dimensions rotating more than this many times over the original context keep
+    their frequency (`RopeScaling.beta_fast`; None = 32, YaRN's and transformers' default)."""
 
-    EXTENSION = ("extend_context", "rope_scaling", "rope_theta")
+    EXTENSION = ("extend_context", "rope_scaling", "rope_theta", "rope_beta_fast")
 
     def overrides(self) -> dict:
         skip = {"size", "load_path", "reset_trainer_state", *self.EXTENSION}
@@ -72,10 +75,13 @@ class ModelSection:
     def extend(self, cfg):
         """`cfg` (a ModelConfig) with the long-context extension applied, if one is asked."""
         if self.extend_context is None:
-            if self.rope_theta is not None:
-                raise ValueError("model.rope_theta needs model.extend_context")
+            for name in ("rope_theta", "rope_beta_fast"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"model.{name} needs model.extend_context")
             return cfg
         options = {} if self.rope_theta is None else {"rope_theta": self.rope_theta}
+        if self.rope_beta_fast is not None:
+            options["beta_fast"] = self.rope_beta_fast
         return cfg.with_context(self.extend_context, self.rope_scaling, **options)
 
 

@@ -201,7 +201,15 @@ def test_extension_beats_the_unextended_model(data_dir, tmp_path, seed):
     recipe's 40 steps (120 steps: 0.16 at seed 1); a development run with other training
     streams reached 0.60 vs 0.08, so the gain exists but is not robust at this budget. Only
     the harness's bound is asserted: the unextended model answers at most the prompts whose
-    key survives its 246-token window (8 of 50 with the development tokenizer)."""
+    key survives its 246-token window (8 of 50 with the development tokenizer).
+
+    Why (seed 1): YaRN alone, before any training, drops the stage-1 model's passkey at 256
+    from 0.66 to 0.08. Its default beta_fast = 32 keeps only the dimensions rotating more than
+    32 times over L0 = 256 tokens (wavelength < 8: one of the head's 32 pairs); the others,
+    which the copying heads use for local position, are interpolated. At OLMo 2's L0 = 4096
+    the same rule keeps wavelengths < 128. With `model.rope_beta_fast=4` the untrained YaRN
+    model keeps 0.64 at 256, and after the 40 steps answers 0.24 at 1024 (vs 0.06 with the
+    default) -- one seed, not yet a recipe setting."""
     tok = build_tokenizer(data_dir, tmp_path / "tokenizer.json")
     short, long = training_documents(tok, seed)
     held_out = [tok.encode(t) for t in passkey_documents(tok, "passkey-heldout", 16, (LONG, LONG))]
@@ -222,3 +230,19 @@ def test_extension_beats_the_unextended_model(data_dir, tmp_path, seed):
     assert late[1] - late[0] > GAIN_RATIO * (early[1] - early[0])
     visible = visible_keys(tok, data_dir, SHORT)
     assert acc[1] <= visible <= 0.2
+
+
+def test_extension_takes_yarn_beta_fast():
+    """`model.rope_beta_fast` reaches the YaRN scaling (see the slow test's docstring), and
+    like `model.rope_theta` it needs `model.extend_context`."""
+    from olmo2.model.config import ModelConfig
+    from olmo2.train.config import ModelSection
+
+    cfg = ModelSection(extend_context=LONG, rope_beta_fast=4.0).extend(ModelConfig.debug())
+    s = cfg.rope_scaling
+    assert (s.type, s.factor, s.beta_fast, s.beta_slow) == ("yarn", 4.0, 4.0, 1.0)
+    assert (
+        ModelSection(extend_context=LONG).extend(ModelConfig.debug()).rope_scaling.beta_fast == 32
+    )
+    with pytest.raises(ValueError, match="rope_beta_fast needs model.extend_context"):
+        ModelSection(rope_beta_fast=4.0).extend(ModelConfig.debug())
