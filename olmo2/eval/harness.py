@@ -245,8 +245,12 @@ class Harness:
                 f"{len(cont)}), more than the model's context of {L} tokens (--truncate keeps "
                 "the last tokens of the context, as lm-eval does)"
             )
-        if len(cont) >= L:
-            cont = cont[-(L - 1) :]
+        if len(cont) >= L:  # cutting the scored tokens would change what is measured (bytes)
+            raise ValueError(
+                f"a log-likelihood request's continuation alone is {len(cont)} tokens, more than "
+                f"the model's context of {L} leaves after one context token; only the context "
+                "can be truncated (for long_bpb__L, run an L no longer than the model's context)"
+            )
         return tuple(ctx[-(L - len(cont)) :]), cont
 
     def _rows_for(self, groups: list[Group], i: int) -> int:

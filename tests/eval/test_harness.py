@@ -101,6 +101,10 @@ def test_many_continuations_are_split_and_truncation_keeps_continuation(tiny_mod
         .sum()
     )
     assert r.logprob == pytest.approx(ref.item(), abs=1e-4)
+    # only the context is ever cut: a continuation that cannot fit is refused, not shortened
+    # (bits per byte would count bytes whose tokens were never scored)
+    with pytest.raises(ValueError, match="continuation alone is .* only the context"):
+        short.loglikelihood([("Answer:", " word" * 20)])
 
 
 def test_cache_answers_a_second_run(tiny_model, dolma2, tmp_path, monkeypatch):
