@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from olmo2.infer.backends import BackendUnavailable
 from olmo2.post import common, rewards
-from olmo2.post.common import EpochSampler, PostConfig, post_trainer
+from olmo2.post.common import PostConfig, post_trainer
 from olmo2.post.data import (
     BadRow,
     PostDataSection,
@@ -55,7 +55,7 @@ from olmo2.post.data import (
     write_jsonl,
 )
 from olmo2.post.losses import IGNORE, group_advantages, grpo_token_loss, k3_kl, token_logps
-from olmo2.post.rollout import RolloutEngine, RolloutSection, tis_weights
+from olmo2.post.rollout import RolloutEngine, RolloutSection, RolloutSource, tis_weights
 from olmo2.tokenizer import Tokenizer
 from olmo2.train import distributed, setup
 from olmo2.train.config import ScheduleSection, TrainerSection
@@ -217,7 +217,7 @@ def batched_logps(
     return torch.cat(out)
 
 
-class RolloutBatches:
+class RolloutBatches(RolloutSource):
     """The GRPO data source: each rollout yields `grpo.mini_batches` rank-local batches
     (one per optimizer step) of completions with advantages, reference log-probs, loss
     weights, (with several mini-batches) the rollout policy's log-probs and (vLLM) the
@@ -227,24 +227,12 @@ class RolloutBatches:
         self, prompts: list[Prompt], tok: Tokenizer, policy, reference, cfg: GRPOConfig, device,
         engine: RolloutEngine,
     ):  # fmt: skip
-        self.prompts, self.tok, self.policy, self.ref = prompts, tok, policy, reference
-        self.engine = engine
-        self.cfg, self.device, self.rank = cfg, device, distributed.rank()
-        head = [p.ids[:8] for p in prompts[:64]]
-        self.sampler = EpochSampler(
-            len(prompts), cfg.data.global_batch_size, cfg.data.seed,
-            what="GRPO prompts", identity=(head,),
-        )  # fmt: skip
-        self.rollouts = 0
-        self.pending: list[dict] = []
-
-    def next_prompts(self) -> list[Prompt]:
-        return [self.prompts[i] for i in self.sampler.next_rows()]
+        super().__init__(prompts, cfg.data, "GRPO prompts", device)
+        self.tok, self.policy, self.ref, self.engine, self.cfg = tok, policy, reference, engine, cfg
 
     def rollout(self) -> list[dict]:
         g, model = self.cfg.grpo, distributed.unwrap(self.policy)
-        seed = (self.cfg.data.seed * 1_000_003 + self.rollouts * 7919 + self.rank) % 2**62
-        ro = sample_group(self.engine, model, self.next_prompts(), g, seed)
+        ro = sample_group(self.engine, model, self.next_prompts(), g, self.seed())
         self.rollouts += 1
         batch = rollout_tensors(ro, self.tok.pad_token_id)
         mb = self.cfg.data.micro_batch_size
@@ -267,27 +255,9 @@ class RolloutBatches:
     def weights(self, labels: torch.Tensor) -> torch.Tensor:
         """Per-completion loss weights so that Σ_i w_i·Σ_t loss_it / (global completions) is
         the token mean (`token`) or the mean of per-completion means (`sequence`)."""
-        lens = (labels != IGNORE).sum(-1).double()
         if self.cfg.grpo.loss_norm == "sequence":
-            return (1.0 / lens.clamp(min=1)).float()
-        local = torch.tensor(
-            [float(len(lens)), float(lens.sum())], dtype=torch.float64, device=self.device
-        )
-        rows, tokens = distributed.all_reduce_sum(local).tolist()
-        return torch.full_like(lens, rows / max(tokens, 1.0)).float()
-
-    def __iter__(self):
-        while True:
-            if not self.pending:
-                self.pending = self.rollout()
-            yield self.pending.pop(0)
-
-    def state_dict(self) -> dict:
-        return {**self.sampler.state_dict(), "rollouts": self.rollouts, "pending": self.pending}
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.sampler.load_state_dict(sd)
-        self.rollouts, self.pending = int(sd["rollouts"]), list(sd["pending"])
+            return (1.0 / (labels != IGNORE).sum(-1).double().clamp(min=1)).float()
+        return self.token_mean_weights(labels)
 
 
 @dataclass

@@ -67,7 +67,7 @@ from olmo2.model.reward import (
 )
 from olmo2.model.transformer import Olmo2
 from olmo2.post import common, rewards
-from olmo2.post.common import EpochSampler, PostConfig, post_optim, post_trainer
+from olmo2.post.common import PostConfig, post_optim, post_trainer
 from olmo2.post.data import PostDataSection
 from olmo2.post.grpo import (
     GRPOSection,
@@ -88,7 +88,7 @@ from olmo2.post.losses import (
     token_logps,
     whiten,
 )
-from olmo2.post.rollout import RolloutEngine, RolloutSection, tis_weights
+from olmo2.post.rollout import RolloutEngine, RolloutSection, RolloutSource, tis_weights
 from olmo2.tokenizer import Tokenizer
 from olmo2.train import checkpoint as ckpt
 from olmo2.train import distributed, setup
@@ -298,32 +298,26 @@ def token_rewards(score, logp, ref_logp, mask, beta: float):
     return r, kl1
 
 
-class PPORollouts:
+class PPORollouts(RolloutSource):
     """The PPO data source: each rollout yields ppo_epochs × mini_batches rank-local batches
     (one per optimizer step) holding the rollout's tokens, log-probs, values, advantages and
     returns. The rollout happens inside `next()`, right before its first step."""
 
     def __init__(self, prompts: list[Prompt], tok: Tokenizer, model, reference, scorer,
                  engine: RolloutEngine, cfg: PPOConfig, device):  # fmt: skip
-        self.prompts, self.tok, self.model = prompts, tok, model
+        super().__init__(prompts, cfg.data, "PPO prompts", device)
+        self.tok, self.model, self.cfg = tok, model, cfg
         self.ref, self.scorer, self.engine = reference, scorer, engine
-        self.cfg, self.device, self.rank = cfg, device, distributed.rank()
         p = cfg.ppo  # GRPO's sampling and scoring path, one completion per prompt
         self.gen = GRPOSection(num_samples=1, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
                                reward_scale=p.reward_scale, non_stop_penalty=p.non_stop_penalty)  # fmt: skip
-        head = [q.ids[:8] for q in prompts[:64]]
-        self.sampler = EpochSampler(len(prompts), cfg.data.global_batch_size, cfg.data.seed,
-                                    what="PPO prompts", identity=(head,))  # fmt: skip
-        self.rollouts = 0
-        self.pending: list[dict] = []
 
     def rollout(self) -> list[dict]:
         t0, p = time.perf_counter(), self.cfg.ppo
         mb, dev = self.cfg.data.micro_batch_size, self.device
         model = distributed.unwrap(self.model)
-        seed = (self.cfg.data.seed * 1_000_003 + self.rollouts * 7919 + self.rank) % 2**62
-        prompts = [self.prompts[i] for i in self.sampler.next_rows()]
-        ro = sample_group(self.engine, model.policy, prompts, self.gen, seed)
+        seed = self.seed()
+        ro = sample_group(self.engine, model.policy, self.next_prompts(), self.gen, seed)
         self.rollouts += 1
         b = rollout_tensors(ro, self.tok.pad_token_id)
         ids, labels = b["input_ids"], b["labels"]
@@ -372,32 +366,9 @@ class PPORollouts:
             perm = torch.randperm(n, generator=g)
             for i in range(p.mini_batches):
                 part = {k: v[perm[i * size : (i + 1) * size]] for k, v in batch.items()}
-                part["weight"] = self.token_weights(part["labels"])
+                part["weight"] = self.token_mean_weights(part["labels"])
                 parts.append(part)
         return parts
-
-    def token_weights(self, labels: torch.Tensor) -> torch.Tensor:
-        """Per-row weight rows/tokens of the global mini-batch: Σ_i w·Σ_t loss_it / rows is the
-        token mean (open-instruct's `masked_mean`)."""
-        lens = (labels != IGNORE).sum(-1).double()
-        local = torch.tensor(
-            [float(len(lens)), float(lens.sum())], dtype=torch.float64, device=self.device
-        )
-        rows, tokens = distributed.all_reduce_sum(local).tolist()
-        return torch.full_like(lens, rows / max(tokens, 1.0)).float()
-
-    def __iter__(self):
-        while True:
-            if not self.pending:
-                self.pending = self.rollout()
-            yield self.pending.pop(0)
-
-    def state_dict(self) -> dict:
-        return {**self.sampler.state_dict(), "rollouts": self.rollouts, "pending": self.pending}
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.sampler.load_state_dict(sd)
-        self.rollouts, self.pending = int(sd["rollouts"]), list(sd["pending"])
 
 
 @dataclass

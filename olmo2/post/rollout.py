@@ -33,7 +33,10 @@ from dataclasses import dataclass
 import torch
 
 from olmo2.infer.backends import BACKENDS, GenerationParams, load_backend
+from olmo2.post.common import EpochSampler
+from olmo2.post.losses import IGNORE
 from olmo2.tokenizer import Tokenizer
+from olmo2.train import distributed
 from olmo2.train.config import choice
 
 log = logging.getLogger(__name__)
@@ -174,3 +177,52 @@ def tis_weights(
     if cap is None:
         return ratio, torch.zeros_like(ratio, dtype=torch.bool)
     return ratio.clamp(max=cap), ratio > cap
+
+
+class RolloutSource:
+    """What the RL data sources (`olmo2 grpo`, `olmo2 ppo`) share: prompts drawn by the epoch
+    sampler, a rollout made inside iteration right before its first optimizer step (so it
+    uses the current policy), and the steps of a rollout not yet taken kept in the state for
+    an exact resume. A subclass implements `rollout() -> [one batch per optimizer step]`."""
+
+    def __init__(self, prompts: list, data, what: str, device):
+        self.prompts, self.data, self.device, self.rank = prompts, data, device, distributed.rank()
+        head = [p.ids[:8] for p in prompts[:64]]
+        self.sampler = EpochSampler(
+            len(prompts), data.global_batch_size, data.seed, what=what, identity=(head,)
+        )
+        self.rollouts = 0
+        self.pending: list[dict] = []
+
+    def rollout(self) -> list[dict]:
+        raise NotImplementedError
+
+    def next_prompts(self) -> list:
+        return [self.prompts[i] for i in self.sampler.next_rows()]
+
+    def seed(self) -> int:
+        """The sampling seed of the next rollout on this rank."""
+        return (self.data.seed * 1_000_003 + self.rollouts * 7919 + self.rank) % 2**62
+
+    def token_mean_weights(self, labels: torch.Tensor) -> torch.Tensor:
+        """Per-row weight rows/tokens of the global batch (all ranks): Σ_i w·Σ_t loss_it /
+        rows is the mean over every labelled token (open-instruct's `masked_mean`)."""
+        lens = (labels != IGNORE).sum(-1).double()
+        local = torch.tensor(
+            [float(len(lens)), float(lens.sum())], dtype=torch.float64, device=self.device
+        )
+        rows, tokens = distributed.all_reduce_sum(local).tolist()
+        return torch.full_like(lens, rows / max(tokens, 1.0)).float()
+
+    def __iter__(self):
+        while True:
+            if not self.pending:
+                self.pending = self.rollout()
+            yield self.pending.pop(0)
+
+    def state_dict(self) -> dict:
+        return {**self.sampler.state_dict(), "rollouts": self.rollouts, "pending": self.pending}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.sampler.load_state_dict(sd)
+        self.rollouts, self.pending = int(sd["rollouts"]), list(sd["pending"])

@@ -179,9 +179,11 @@ def test_grpo_loss_norm_weights_by_hand(norm):
     from types import SimpleNamespace
 
     from olmo2.post.grpo import RolloutBatches
+    from olmo2.post.rollout import RolloutSource
 
     labels = torch.tensor([[-100, 3, 4, -100], [-100, 5, -100, -100], [-100, 6, 7, 8]])
     stub = SimpleNamespace(cfg=SimpleNamespace(grpo=SimpleNamespace(loss_norm=norm)), device="cpu")
+    stub.token_mean_weights = lambda lb: RolloutSource.token_mean_weights(stub, lb)
     w = RolloutBatches.weights(stub, labels)
     tok_loss = torch.tensor([[0.0, 1.0, 2.0, 0.0], [0.0, 3.0, 0.0, 0.0], [0.0, 4.0, 5.0, 6.0]])
     got = ((tok_loss.sum(-1) * w).sum() / 3).item()
