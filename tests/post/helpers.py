@@ -4,6 +4,11 @@ post-training tests."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -63,3 +68,25 @@ def tiny_checkpoint(tmp_path: Path, seed: int = 0, **kw) -> Path:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def kill_and_resume(cmd: Callable[[Path], list[str]], tmp_path: Path, steps: int, env: dict,
+                    after: int = 5) -> tuple[Path, Path, str]:  # fmt: skip
+    """Run `cmd(ref)` to the end; run `cmd(run)`, SIGKILL it once `after` steps are logged,
+    and run it again. Returns (ref, run, the resumed run's stdout), both runs finished."""
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    out = subprocess.run(cmd(ref), env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    proc = subprocess.Popen(cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics, deadline = run / "metrics.jsonl", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= after:
+            break
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    logged = len(metrics.read_text().splitlines())
+    assert after <= logged < steps, f"the kill should land mid-run ({logged} of {steps} steps)"
+    out = subprocess.run(cmd(run), env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return ref, run, out.stdout

@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -21,7 +17,13 @@ from olmo2.model.hf import save_pretrained
 from olmo2.model.reward import Olmo2Reward
 from olmo2.post import rewards
 from olmo2.post.ppo import PPOObjective, token_rewards
-from tests.post.helpers import tiny_checkpoint, tiny_config, tiny_tokenizer, write_jsonl
+from tests.post.helpers import (
+    kill_and_resume,
+    tiny_checkpoint,
+    tiny_config,
+    tiny_tokenizer,
+    write_jsonl,
+)
 from tests.post.test_resume import ENV
 
 TIMES = ("step_time", "data_time", "rollout_time", "tokens_per_s", "mfu", "memory_gb", "eta_s")
@@ -174,22 +176,8 @@ def test_sigkill_resume_is_exact(tmp_path):
     def cmd(run):
         return [sys.executable, "-m", "olmo2", *_ppo_cmd(init, data, run, steps)]
 
-    ref = tmp_path / "ref"
-    out = subprocess.run(cmd(ref), env=ENV, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    run = tmp_path / "run"
-    proc = subprocess.Popen(cmd(run), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics, deadline = run / "metrics.jsonl", time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 5:
-            break
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 5 <= len(_metrics(run)) < steps, "the kill should land mid-run"
-    out = subprocess.run(cmd(run), env=ENV, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "resumed from" in out.stdout
+    ref, run, stdout = kill_and_resume(cmd, tmp_path, steps, ENV)
+    assert "resumed from" in stdout
     assert _metrics(run) == _metrics(ref)
 
 

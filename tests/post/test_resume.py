@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
 from olmo2.post import rewards
-from tests.post.helpers import tiny_checkpoint, write_jsonl
+from tests.post.helpers import kill_and_resume, tiny_checkpoint, write_jsonl
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 STEPS = 8
@@ -60,22 +57,6 @@ def _losses(run):
 @pytest.mark.parametrize("cmd", ["sft", "dpo", "grpo"])
 def test_sigkill_resume_is_exact(tmp_path, cmd):
     init, data = tiny_checkpoint(tmp_path), _data(tmp_path, cmd)
-    ref = tmp_path / "ref"
-    out = subprocess.run(_cmd(cmd, ref, init, data), env=ENV, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    run = tmp_path / "run"
-    proc = subprocess.Popen(
-        _cmd(cmd, run, init, data), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    metrics, deadline = run / "metrics.jsonl", time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 5:
-            break
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 5 <= len(_losses(run)) < STEPS, "the kill should land mid-run"
-    out = subprocess.run(_cmd(cmd, run, init, data), env=ENV, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "resumed from" in out.stdout
+    ref, run, stdout = kill_and_resume(lambda r: _cmd(cmd, r, init, data), tmp_path, STEPS, ENV)
+    assert "resumed from" in stdout
     assert _losses(run) == _losses(ref)

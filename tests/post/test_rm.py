@@ -8,12 +8,9 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +32,13 @@ from olmo2.post.rm import (
     tokenize_rm_pairs,
 )
 from olmo2.train.config import load_config
-from tests.post.helpers import tiny_checkpoint, tiny_config, tiny_tokenizer, write_jsonl
+from tests.post.helpers import (
+    kill_and_resume,
+    tiny_checkpoint,
+    tiny_config,
+    tiny_tokenizer,
+    write_jsonl,
+)
 from tests.post.test_resume import ENV
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -252,22 +255,8 @@ def test_sigkill_resume_is_exact(tmp_path):
                        steps=STEPS)  # fmt: skip
         return [sys.executable, "-m", "olmo2", *args]
 
-    ref = tmp_path / "ref"
-    out = subprocess.run(cmd(ref), env=ENV, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    run = tmp_path / "run"
-    proc = subprocess.Popen(cmd(run), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics, deadline = run / "metrics.jsonl", time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 5:
-            break
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 5 <= len(_metrics(run)) < STEPS, "the kill should land mid-run"
-    out = subprocess.run(cmd(run), env=ENV, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "resumed from rm-step" in out.stdout
+    ref, run, stdout = kill_and_resume(cmd, tmp_path, STEPS, ENV)
+    assert "resumed from rm-step" in stdout
     assert _metrics(run) == _metrics(ref)
 
 
