@@ -163,30 +163,27 @@ def test_rollout_section_checks(override, message):
     assert cfg.rollout.is_cap is None and cfg.rollout.backend == "olmo2"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
-def test_vllm_missing_is_a_clear_error(tmp_path, capsys):
+def _refused_grpo(tmp_path, capsys, override: str) -> str:
+    """stderr of a GRPO run on a tiny checkpoint (context 256) that must exit 2 with nothing
+    written."""
     init = tiny_checkpoint(tmp_path)
     data = write_jsonl(tmp_path / "p.jsonl", rewards.addition_rows(4))
     run_dir = tmp_path / "run"
     rc = olmo2_main([
         "grpo", "recipes/demo-grpo.yaml", f"model.load_path={init}", f"data.paths=[{data}]",
-        f"trainer.run_dir={run_dir}", "rollout.backend=vllm",
+        f"trainer.run_dir={run_dir}", override,
     ])  # fmt: skip
     assert rc == 2
-    err = capsys.readouterr().err
-    assert "rollout.backend=vllm: the vllm backend needs vLLM" in err and "olmo2[vllm]" in err
     assert not run_dir.exists()  # nothing written
+    return capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+def test_vllm_missing_is_a_clear_error(tmp_path, capsys):
+    err = _refused_grpo(tmp_path, capsys, "rollout.backend=vllm")
+    assert "rollout.backend=vllm: the vllm backend needs vLLM" in err and "olmo2[vllm]" in err
 
 
 def test_prompt_and_response_must_fit_the_context(tmp_path, capsys):
-    init = tiny_checkpoint(tmp_path)  # max_seq_len 256
-    data = write_jsonl(tmp_path / "p.jsonl", rewards.addition_rows(4))
-    run_dir = tmp_path / "run"
-    rc = olmo2_main([
-        "grpo", "recipes/demo-grpo.yaml", f"model.load_path={init}", f"data.paths=[{data}]",
-        f"trainer.run_dir={run_dir}", "grpo.max_new_tokens=250",
-    ])  # fmt: skip
-    assert rc == 2
-    err = capsys.readouterr().err
+    err = _refused_grpo(tmp_path, capsys, "grpo.max_new_tokens=250")
     assert "grpo.max_new_tokens 250" in err and "> the model's context of 256 tokens" in err
-    assert not run_dir.exists()
