@@ -15,9 +15,10 @@ This is the scheme of Orca (Yu et al., OSDI 2022, "iteration-level scheduling") 
 memory. `forward_passes` counts model calls so tests can show that concurrent requests share
 steps. Requests are cancelled (slot freed at the next step) when a client goes away.
 
-Log-probs (the OpenAI API's `logprobs` / `echo`) come from `olmo2.model.loss.token_logps`, the
-one definition every scorer uses: of the raw model distribution, before temperature or top-p
-(as vLLM returns them by default), for generated tokens from the step's logits and for the
+Log-probs (the OpenAI API's `logprobs` / `echo`) are a logit less its row's log-sum-exp
+(`olmo2.infer.logit_top`, summed in fp64; `olmo2.model.loss.token_logps`, what every other
+scorer uses, within fp32 rounding): of the raw model distribution, before temperature or
+top-p (as vLLM returns them by default), for generated tokens from the step's logits and for the
 prompt from the prefill forward's. A failure is contained: a prefill that raises fails its own
 request, a decode step that raises is retried row by row so only the row that fails again is
 failed, and a callback that raises cancels its own request.
@@ -38,8 +39,8 @@ import torch
 from olmo2.infer.cache import KVCache, SlotCache
 from olmo2.infer.decode import decode_step, decode_weights
 from olmo2.infer.generate import SamplingConfig, fit_prompt, sample
+from olmo2.infer.logit_top import LogitTop, logit_top
 from olmo2.infer.metrics import Gauge, ServingMetrics
-from olmo2.model.loss import token_logps
 from olmo2.model.transformer import Olmo2
 
 log = logging.getLogger(__name__)
@@ -73,22 +74,21 @@ class Logprobs:
 
 
 def position_logprobs(
-    logits_NV: torch.Tensor, tokens_N: torch.Tensor, k: int, top=None
+    logits_NV: torch.Tensor, tokens_N: torch.Tensor, k: int, top: LogitTop | None = None
 ) -> list[Logprobs]:
     """Log-probs of `tokens` under each row of logits, and each row's top-k alternatives
-    (`top`: `logits_NV.topk(k)` when the caller has it). The token's comes from `token_logps`;
-    an alternative's is its logit less the same logsumexp (`logit[token] - logp[token]`), so
-    both agree with every other scorer."""
-    lp_N = token_logps(logits_NV, tokens_N)
-    lse_N = logits_NV.gather(1, tokens_N[:, None]).squeeze(1).float() - lp_N
-    lps, toks = lp_N.tolist(), tokens_N.tolist()
+    (`top`: `logit_top(logits_NV, >= max(k, 1), lse=True)` when the caller has it): a logit
+    less its row's log-sum-exp, the token's and the alternatives' alike."""
+    if top is None:
+        top = logit_top(logits_NV, max(k, 1), lse=True)
+    logit_N = logits_NV.gather(1, tokens_N[:, None]).squeeze(1).double()
+    lps, toks = (logit_N - top.lse).tolist(), tokens_N.tolist()
     if k == 0:
         return [Logprobs(t, lp, []) for t, lp in zip(toks, lps)]
-    top_v, top_i = logits_NV.topk(k, dim=-1) if top is None else top
-    top_lp = (top_v.float() - lse_N[:, None]).tolist()
+    top_lp = (top.values[:, :k].double() - top.lse[:, None]).tolist()
     return [
         Logprobs(t, lp, list(zip(ids, vals)))
-        for t, lp, ids, vals in zip(toks, lps, top_i.tolist(), top_lp)
+        for t, lp, ids, vals in zip(toks, lps, top.indices[:, :k].tolist(), top_lp)
     ]
 
 
@@ -323,28 +323,21 @@ class Engine:
         self._emit_rows(rows, logits)
 
     def _emit_rows(self, rows: list[int], logits_BV: torch.Tensor) -> None:
-        """Sample each row with its own settings (greedy rows with one argmax), work out the
-        log-probs of the rows that asked in one call, hand the tokens over."""
+        """Sample each row with its own settings (greedy rows: the top of one `logit_top`), the
+        log-probs of the rows that asked from the same call, hand the tokens over."""
         reqs = [self.slots[i] for i in rows]
         asked = [j for j, r in enumerate(reqs) if r.logprobs is not None]
         k = max((reqs[j].logprobs for j in asked), default=0)
-        top = None
-        if k and len(asked) == len(rows):  # every row's top-k: its first is the greedy token
-            top = logits_BV.topk(k, dim=-1)
-            toks = top.indices[:, 0].clone()
-        else:
-            toks = logits_BV.argmax(-1)
+        top = logit_top(logits_BV, max(k, 1), lse=bool(asked))  # greedy tokens: top[:, 0]
+        toks = top.indices[:, 0].clone()
         for j, r in enumerate(reqs):
             if r.sampling.temperature > 0:
                 toks[j] = sample(logits_BV[j : j + 1], r.sampling, r.generator)[0]
         lps: list[Logprobs | None] = [None] * len(rows)
         if asked:
-            if len(asked) == len(rows):
-                found = position_logprobs(logits_BV, toks, k, top)
-            else:
-                sel = torch.tensor(asked, device=toks.device)
-                found = position_logprobs(logits_BV[sel], toks[sel], k)
-            for j, lp in zip(asked, found):
+            sel = torch.tensor(asked, device=toks.device)
+            sub = LogitTop(top.values[sel], top.indices[sel], top.lse[sel])
+            for j, lp in zip(asked, position_logprobs(logits_BV[sel], toks[sel], k, sub)):
                 n = reqs[j].logprobs
                 lps[j] = lp if n == k else Logprobs(lp.token, lp.logprob, lp.top[:n])
         for i, tok, lp in zip(rows, toks.tolist(), lps):

@@ -17,6 +17,7 @@ from torch import nn
 
 from olmo2.infer.cache import KVCache
 from olmo2.infer.decode import decode_step, decode_weights
+from olmo2.infer.logit_top import logit_top
 from olmo2.model.transformer import Olmo2
 
 
@@ -64,8 +65,8 @@ def fit_prompt(ids: Sequence[int], max_new_tokens: int, context: int, truncate: 
 def sample(
     logits_BV: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator | None
 ) -> torch.Tensor:
-    if cfg.temperature == 0:
-        return logits_BV.argmax(-1)
+    if cfg.temperature == 0:  # argmax (torch's on ties) in one pass of the C kernel
+        return logit_top(logits_BV, 1).indices[:, 0]
     logits = logits_BV.float() / cfg.temperature
     if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
         kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]

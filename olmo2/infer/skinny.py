@@ -5,84 +5,32 @@ from memory; on the 2-core AVX-512 machine of `bench/RESULTS.md`, MKL's GEMV/GEM
 at 5-12 GB/s and this kernel at 13-21 GB/s. bf16 weights are read as bf16 (half the bytes)
 and multiplied in fp32, as torch's bf16 matmul does; the result is rounded to bf16.
 
-The C source is compiled on first use with the system C compiler (`$CC`, `cc` or `gcc`) and
-cached under `$OLMO2_CACHE_DIR` (default `~/.cache/olmo2`) by a hash of source, flags and CPU;
-without a compiler, or with `OLMO2_CPU_KERNELS=0`, `decode_linear` returns the plain transposed
-weight for `torch.mm`.
+The C source is built by `olmo2.infer.native` (without a compiler, or with
+`OLMO2_CPU_KERNELS=0`, `decode_linear` returns the plain transposed weight for `torch.mm`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import logging
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
 
-log = logging.getLogger(__name__)
+from olmo2.infer import native
 
-SOURCE = Path(__file__).with_name("skinny_mm.c")
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC"]
 MAX_ROWS = 32
 """Beyond this many rows BLAS's GEMM is as fast (its packing pays off)."""
 MIN_NUMEL = 1 << 16
 """Smaller weights stay cache-resident and op-bound: `torch.mm` is as fast."""
 
 
-def _cpu_id() -> str:
-    """What -march=native depends on: the machine and its CPU feature flags."""
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags = line
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()} {flags}"
-
-
-def _build(cc: str, out: Path) -> None:
-    """Compile to an object with OpenMP, link a shared library without an OpenMP runtime
-    (its GOMP_* symbols resolve to torch's), write `out` atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        obj, lib = Path(tmp) / "k.o", Path(tmp) / "k.so"
-        subprocess.run([cc, *FLAGS, "-c", str(SOURCE), "-o", str(obj)], check=True,
-                       capture_output=True, timeout=120)  # fmt: skip
-        subprocess.run([cc, "-shared", str(obj), "-o", str(lib)], check=True,
-                       capture_output=True, timeout=120)  # fmt: skip
-        os.replace(lib, out)
-
-
 @functools.cache
 def kernel() -> dict[torch.dtype, ctypes._CFuncPtr] | None:
     """The compiled kernels by weight dtype, or None where they cannot be built or loaded."""
-    if os.environ.get("OLMO2_CPU_KERNELS", "1") == "0":
+    lib = native.library("skinny_mm.c")
+    if lib is None:
         return None
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        return None
-    cache = Path(os.environ.get("OLMO2_CACHE_DIR", Path.home() / ".cache" / "olmo2"))
-    try:
-        key = f"{SOURCE.read_text()}{FLAGS}{cc}{_cpu_id()}"
-        path = cache / "kernels" / f"skinny_mm-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
-        if not path.exists():
-            log.info("building the CPU decode kernel once: %s", path)
-            _build(cc, path)
-        lib = ctypes.CDLL(str(path))
-        fns = {torch.float32: lib.olmo2_skinny_mm_float, torch.bfloat16: lib.olmo2_skinny_mm_bf16}
-    except (OSError, subprocess.SubprocessError) as e:
-        err = getattr(e, "stderr", b"") or b""
-        log.info("CPU decode kernel unavailable, using torch.mm: %s %s", e, err.decode()[-500:])
-        return None
+    fns = {torch.float32: lib.olmo2_skinny_mm_float, torch.bfloat16: lib.olmo2_skinny_mm_bf16}
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for fn in fns.values():
         fn.argtypes, fn.restype = [ptr, i64, i64, ptr, i64, ptr], None

@@ -1,6 +1,6 @@
 /* y[B, N] = x[B, K] · w[N, K]ᵀ for a few fp32 rows of x and fp32 or bf16 weights, with fp32
  * products and sums: the linear layers of one decoding step. Loaded by
- * olmo2/model/skinny.py, built with -O3 -march=native.
+ * olmo2/infer/skinny.py, built by olmo2/infer/native.py.
  *
  * A decoding step reads every weight once and does ~2·B flops per weight, so it runs at
  * memory speed. BLAS routines lose that speed here: GEMV takes a dot-product path and GEMM

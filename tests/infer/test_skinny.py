@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from olmo2.infer import skinny
+from olmo2.infer import native, skinny
 
 needs_cc = pytest.mark.skipif(
     not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler"
@@ -19,9 +19,9 @@ needs_cc = pytest.mark.skipif(
 def fresh_kernel(monkeypatch, tmp_path):
     """`skinny.kernel()` built anew into an empty cache directory."""
     monkeypatch.setenv("OLMO2_CACHE_DIR", str(tmp_path))
-    skinny.kernel.cache_clear()
+    skinny.kernel.cache_clear(), native.library.cache_clear()
     yield tmp_path
-    skinny.kernel.cache_clear()
+    skinny.kernel.cache_clear(), native.library.cache_clear()
 
 
 @needs_cc
@@ -78,7 +78,7 @@ def test_kernel_off_or_unbuildable_falls_back(fresh_kernel, monkeypatch):
     monkeypatch.setenv("OLMO2_CPU_KERNELS", "0")
     assert skinny.kernel() is None
     assert isinstance(skinny.decode_linear(torch.randn(512, 256)), torch.Tensor)
-    skinny.kernel.cache_clear()
+    skinny.kernel.cache_clear(), native.library.cache_clear()
     monkeypatch.setenv("OLMO2_CPU_KERNELS", "1")
     monkeypatch.setenv("CC", "false")  # a compiler that fails: logged, no exception
     assert skinny.kernel() is None
