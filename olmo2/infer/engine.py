@@ -334,11 +334,10 @@ class Engine:
             if r.sampling.temperature > 0:
                 toks[j] = sample(logits_BV[j : j + 1], r.sampling, r.generator)[0]
         lps: list[Logprobs | None] = [None] * len(rows)
-        if asked:
-            sel = torch.tensor(asked, device=toks.device)
-            sub = LogitTop(top.values[sel], top.indices[sel], top.lse[sel])
-            for j, lp in zip(asked, position_logprobs(logits_BV[sel], toks[sel], k, sub)):
-                n = reqs[j].logprobs
+        if asked:  # every row's: selecting the asked rows' logits would copy them (B x V)
+            every = position_logprobs(logits_BV, toks, k, top)
+            for j in asked:
+                lp, n = every[j], reqs[j].logprobs
                 lps[j] = lp if n == k else Logprobs(lp.token, lp.logprob, lp.top[:n])
         for i, tok, lp in zip(rows, toks.tolist(), lps):
             self._emit(i, tok, lp)
