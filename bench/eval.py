@@ -105,6 +105,14 @@ def bench_loglikelihood(args, ddir, tok) -> None:
         )
 
 
+def _without_special(text: str, tok) -> str:
+    """`text` less the added special tokens' strings (a random model emits e.g. <|fim_prefix|>,
+    which lm-eval's HFLM drops when it decodes and olmo2's harness keeps)."""
+    for t in tok.backend.get_added_tokens_decoder().values():
+        text = text.replace(t.content, "")
+    return text
+
+
 def bench_generate(args, ddir, tok) -> None:
     from lm_eval.api.instance import Instance
 
@@ -124,6 +132,7 @@ def bench_generate(args, ddir, tok) -> None:
             lambda m: Harness(m, tok, batch_size=args.batch_size, progress=False).generate(reqs),
             lambda hf: hf.generate_until(inst, disable_tqdm=True),
         )  # fmt: skip
+        ours = [_without_special(t, tok) for t in ours]  # HFLM decodes skipping them
         rate = sum(len(tok.encode(t)) for t in ours) / t_ours
         rate_theirs = sum(len(tok.encode(t)) for t in theirs) / t_theirs
         same = sum(a == b for a, b in zip(ours, theirs, strict=True))
